@@ -1,0 +1,176 @@
+//! JPEG through libjpeg-turbo. RGB and gray frames go in as they are;
+//! YUYV and NV12 go in as full-range Y/U/V planes (range-expanded with lookup
+//! tables, no RGB detour); MJPEG frames that must be re-encoded are decoded
+//! first. The capture time goes into an EXIF segment.
+
+use turbojpeg::{
+    Compressor, Decompressor, Image, OutputBuf, PixelFormat as TjFormat, Subsamp, YuvPlanesImage,
+};
+
+use super::EncodeError;
+use crate::config::Subsampling;
+use crate::convert::{expand_luma_of, nv12_to_planes, sized, yuyv_to_planes, Planes};
+use crate::frame::{Frame, PixelFormat};
+use crate::store::metadata::Exif;
+use crate::store::naming::TimeZone;
+
+/// A JPEG encoder, one per worker thread; all its buffers are reused.
+pub struct JpegEncoder {
+    compressor: Compressor,
+    decompressor: Option<Decompressor>,
+    subsampling: Subsampling,
+    jpeg: OutputBuf<'static>,
+    planes: Planes,
+    scratch: Vec<u8>,
+    exif: Exif,
+    file: Vec<u8>,
+    timezone: TimeZone,
+}
+
+fn subsamp(s: Subsampling) -> Subsamp {
+    match s {
+        Subsampling::S444 => Subsamp::None,
+        Subsampling::S422 => Subsamp::Sub2x1,
+        Subsampling::S420 => Subsamp::Sub2x2,
+        Subsampling::Gray => Subsamp::Gray,
+    }
+}
+
+impl JpegEncoder {
+    pub fn new(
+        quality: u8,
+        subsampling: Subsampling,
+        timezone: TimeZone,
+    ) -> Result<JpegEncoder, EncodeError> {
+        let mut compressor = Compressor::new().map_err(EncodeError::Jpeg)?;
+        compressor
+            .set_quality(i32::from(quality))
+            .map_err(EncodeError::Jpeg)?;
+        Ok(JpegEncoder {
+            compressor,
+            decompressor: None,
+            subsampling,
+            jpeg: OutputBuf::new_owned(),
+            planes: Planes::default(),
+            scratch: Vec::new(),
+            exif: Exif::default(),
+            file: Vec::new(),
+            timezone,
+        })
+    }
+
+    /// Encodes `frame`; the returned bytes are the whole file.
+    pub fn encode(&mut self, frame: &Frame) -> Result<&[u8], EncodeError> {
+        let (w, h) = (frame.width as usize, frame.height as usize);
+        let gray = self.subsampling == Subsampling::Gray;
+        let c = &mut self.compressor;
+        match frame.format {
+            PixelFormat::Rgb | PixelFormat::Rgba | PixelFormat::Gray => {
+                let (format, sub) = match frame.format {
+                    PixelFormat::Rgb => (TjFormat::RGB, subsamp(self.subsampling)),
+                    PixelFormat::Rgba => (TjFormat::RGBA, subsamp(self.subsampling)),
+                    _ => (TjFormat::GRAY, Subsamp::Gray),
+                };
+                c.set_subsamp(sub).map_err(EncodeError::Jpeg)?;
+                let image = Image {
+                    pixels: frame.data.as_slice(),
+                    width: w,
+                    pitch: w * format.size(),
+                    height: h,
+                    format,
+                };
+                c.compress(image, &mut self.jpeg)
+                    .map_err(EncodeError::Jpeg)?;
+            }
+            PixelFormat::Yuyv | PixelFormat::Nv12 if gray => {
+                expand_luma_of(
+                    &frame.data,
+                    frame.format == PixelFormat::Yuyv,
+                    w * h,
+                    &mut self.scratch,
+                );
+                c.set_subsamp(Subsamp::Gray).map_err(EncodeError::Jpeg)?;
+                let image = Image {
+                    pixels: self.scratch.as_slice(),
+                    width: w,
+                    pitch: w,
+                    height: h,
+                    format: TjFormat::GRAY,
+                };
+                c.compress(image, &mut self.jpeg)
+                    .map_err(EncodeError::Jpeg)?;
+            }
+            PixelFormat::Yuyv | PixelFormat::Nv12 => {
+                // Chroma is never invented: 4:4:4 from a 4:2:2 camera stays 4:2:2.
+                let sub =
+                    if frame.format == PixelFormat::Nv12 || self.subsampling == Subsampling::S420 {
+                        Subsamp::Sub2x2
+                    } else {
+                        Subsamp::Sub2x1
+                    };
+                if frame.format == PixelFormat::Yuyv {
+                    yuyv_to_planes(&frame.data, w, h, sub == Subsamp::Sub2x2, &mut self.planes);
+                } else {
+                    nv12_to_planes(&frame.data, w, h, &mut self.planes);
+                }
+                let image = YuvPlanesImage {
+                    y_plane: self.planes.y.as_slice(),
+                    u_plane: self.planes.u.as_slice(),
+                    v_plane: self.planes.v.as_slice(),
+                    width: w,
+                    height: h,
+                    y_stride: w,
+                    u_stride: w / 2,
+                    v_stride: w / 2,
+                    subsamp: sub,
+                };
+                c.compress_yuv_planes(&image, &mut self.jpeg)
+                    .map_err(EncodeError::Jpeg)?;
+            }
+            PixelFormat::Mjpeg => {
+                let d = match &mut self.decompressor {
+                    Some(d) => d,
+                    None => self
+                        .decompressor
+                        .insert(Decompressor::new().map_err(EncodeError::Jpeg)?),
+                };
+                let header = d.read_header(&frame.data).map_err(EncodeError::Decode)?;
+                let format = if gray || header.subsamp == Subsamp::Gray {
+                    TjFormat::GRAY
+                } else {
+                    TjFormat::RGB
+                };
+                let pitch = header.width * format.size();
+                let pixels = sized(&mut self.scratch, pitch * header.height);
+                let image = Image {
+                    pixels,
+                    width: header.width,
+                    pitch,
+                    height: header.height,
+                    format,
+                };
+                d.decompress(&frame.data, image)
+                    .map_err(EncodeError::Decode)?;
+                let sub = if format == TjFormat::GRAY {
+                    Subsamp::Gray
+                } else {
+                    subsamp(self.subsampling)
+                };
+                c.set_subsamp(sub).map_err(EncodeError::Jpeg)?;
+                let image = Image {
+                    pixels: self.scratch.as_slice(),
+                    width: header.width,
+                    pitch,
+                    height: header.height,
+                    format,
+                };
+                c.compress(image, &mut self.jpeg)
+                    .map_err(EncodeError::Jpeg)?;
+            }
+            PixelFormat::Gray16 => return Err(EncodeError::Unsupported(frame.format, "jpeg")),
+        }
+        self.exif
+            .stamp(&self.jpeg, frame.captured_at, self.timezone, &mut self.file);
+        Ok(&self.file)
+    }
+}

@@ -1,0 +1,174 @@
+//! The encoder pool: worker threads that take frames from the ring, encode
+//! them ([`jpeg`], [`png`], or [`passthrough`] for a camera's own JPEGs),
+//! write them through the store, and hand the buffers back.
+//!
+//! A frame that fails to encode or write is counted, logged (rate-limited)
+//! and dropped; the worker goes on. Workers exit when the ring is closed and
+//! drained.
+
+pub mod jpeg;
+pub mod passthrough;
+pub mod png;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use crossbeam_channel::Sender;
+
+use crate::config::Settings;
+use crate::frame::{Frame, ImageFormat, PixelFormat, WrittenFile};
+use crate::ring::Consumer;
+use crate::source::mjpeg::JpegError;
+use crate::stats::{DropReason, Stats};
+use crate::store::write::{FileInfo, Writer};
+use crate::store::Store;
+
+/// Why a frame could not be encoded.
+#[derive(Debug, thiserror::Error)]
+pub enum EncodeError {
+    #[error("JPEG encoding failed")]
+    Jpeg(#[source] turbojpeg::Error),
+    #[error("the frame's JPEG cannot be decoded")]
+    Decode(#[source] turbojpeg::Error),
+    #[error("PNG encoding failed")]
+    Png(#[source] ::png::EncodingError),
+    #[error("the frame is not a whole JPEG")]
+    Corrupt(#[source] JpegError),
+    #[error("{0} frames cannot be stored as {1}")]
+    Unsupported(PixelFormat, &'static str),
+    #[error("the frame has {got} bytes where {width}x{height} {format} needs {expected}")]
+    Size {
+        format: PixelFormat,
+        width: u32,
+        height: u32,
+        expected: usize,
+        got: usize,
+    },
+}
+
+impl EncodeError {
+    /// The drop reason this error counts under.
+    pub fn reason(&self) -> DropReason {
+        match self {
+            EncodeError::Corrupt(_) | EncodeError::Decode(_) | EncodeError::Size { .. } => {
+                DropReason::Corrupt
+            }
+            _ => DropReason::Encode,
+        }
+    }
+}
+
+/// One worker's encoder.
+pub enum Encoder {
+    Jpeg(Box<jpeg::JpegEncoder>),
+    Png(Box<png::PngEncoder>),
+    Passthrough,
+}
+
+impl Encoder {
+    /// The encoder the settings ask for.
+    pub fn for_settings(settings: &Settings) -> Result<Encoder, EncodeError> {
+        let snapshot = &settings.snapshot;
+        Ok(if settings.passthrough() {
+            Encoder::Passthrough
+        } else {
+            match snapshot.format {
+                ImageFormat::Jpeg => Encoder::Jpeg(Box::new(jpeg::JpegEncoder::new(
+                    snapshot.quality,
+                    snapshot.subsampling,
+                    settings.output.timezone,
+                )?)),
+                ImageFormat::Png => {
+                    Encoder::Png(Box::new(png::PngEncoder::new(snapshot.compression)))
+                }
+            }
+        })
+    }
+
+    /// The file format this encoder writes.
+    pub fn format(&self) -> ImageFormat {
+        match self {
+            Encoder::Png(_) => ImageFormat::Png,
+            Encoder::Jpeg(_) | Encoder::Passthrough => ImageFormat::Jpeg,
+        }
+    }
+
+    /// Encodes `frame` into the bytes of its file.
+    pub fn encode<'a>(&'a mut self, frame: &'a Frame) -> Result<&'a [u8], EncodeError> {
+        if let Some(expected) = frame.format.frame_len(frame.width, frame.height) {
+            if frame.data.len() != expected {
+                return Err(EncodeError::Size {
+                    format: frame.format,
+                    width: frame.width,
+                    height: frame.height,
+                    expected,
+                    got: frame.data.len(),
+                });
+            }
+        }
+        match self {
+            Encoder::Jpeg(e) => e.encode(frame),
+            Encoder::Png(e) => e.encode(frame),
+            Encoder::Passthrough => passthrough::encode(frame),
+        }
+    }
+}
+
+/// Sets `failed` if the thread holding it panics, so the supervisor stops.
+pub struct PanicGuard<'a>(pub &'a AtomicBool);
+
+impl Drop for PanicGuard<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.0.store(true, Ordering::SeqCst);
+        }
+    }
+}
+
+/// A worker thread's loop: pop, encode, write, release, until the ring is
+/// closed and empty. Written files are announced on `written_tx` if given.
+pub fn run_worker(
+    consumer: Consumer,
+    settings: &Settings,
+    store: &Store,
+    stats: &Stats,
+    written_tx: Option<Sender<WrittenFile>>,
+) -> Result<(), EncodeError> {
+    // Made here: libjpeg-turbo's buffers belong to one thread.
+    let mut encoder = Encoder::for_settings(settings)?;
+    let mut writer = Writer::new(store);
+    let format = encoder.format();
+    loop {
+        let frame = match consumer.pop(Duration::from_millis(250)) {
+            Ok(frame) => frame,
+            Err(true) => break,
+            Err(false) => continue,
+        };
+        match encoder.encode(&frame) {
+            Err(e) => stats.frame_dropped(e.reason(), frame.seq, &e),
+            Ok(bytes) => {
+                let info = FileInfo::of(&frame, format);
+                match writer.write(info, bytes, |f| stats.file_written(f.seq, &f.path, f.len)) {
+                    Ok((file, manifest_error)) => {
+                        if let Some(e) = manifest_error {
+                            stats.manifest_failed(file.seq, &e);
+                        }
+                        if let Some(tx) = &written_tx {
+                            let _ = tx.try_send(file);
+                        }
+                    }
+                    Err(e) => {
+                        let reason = if e.is_disk_full() {
+                            DropReason::DiskFull
+                        } else {
+                            DropReason::Write
+                        };
+                        stats.frame_dropped(reason, frame.seq, &e);
+                    }
+                }
+            }
+        }
+        consumer.release(frame);
+    }
+    Ok(())
+}

@@ -1,0 +1,102 @@
+//! PNG through the png crate: gray8, gray16 (big-endian, as PNG stores it),
+//! RGB and RGBA as they are; YUYV and NV12 converted to RGB as BT.601
+//! limited range (what cameras send); MJPEG decoded with libjpeg-turbo.
+//! The capture time goes into a `Creation Time` text chunk.
+
+use png::{BitDepth, ColorType, Compression};
+use turbojpeg::{Decompressor, Image, PixelFormat as TjFormat, Subsamp};
+
+use super::EncodeError;
+use crate::config::PngCompression;
+use crate::convert::{nv12_to_rgb, sized, swap16, yuyv_to_rgb};
+use crate::frame::{Frame, PixelFormat};
+use crate::store::metadata::{png_creation_time, SOFTWARE};
+
+/// A PNG encoder, one per worker thread; its buffers are reused.
+pub struct PngEncoder {
+    compression: Compression,
+    decompressor: Option<Decompressor>,
+    scratch: Vec<u8>,
+    file: Vec<u8>,
+}
+
+impl PngEncoder {
+    pub fn new(compression: PngCompression) -> PngEncoder {
+        PngEncoder {
+            compression: match compression {
+                PngCompression::Fast => Compression::Fast,
+                PngCompression::Default => Compression::Balanced,
+                PngCompression::Best => Compression::High,
+            },
+            decompressor: None,
+            scratch: Vec::new(),
+            file: Vec::new(),
+        }
+    }
+
+    /// Encodes `frame`; the returned bytes are the whole file.
+    pub fn encode(&mut self, frame: &Frame) -> Result<&[u8], EncodeError> {
+        let (w, h) = (frame.width as usize, frame.height as usize);
+        let (mut width, mut height) = (frame.width, frame.height);
+        let (color, depth, pixels): (ColorType, BitDepth, &[u8]) = match frame.format {
+            PixelFormat::Rgb => (ColorType::Rgb, BitDepth::Eight, &frame.data),
+            PixelFormat::Rgba => (ColorType::Rgba, BitDepth::Eight, &frame.data),
+            PixelFormat::Gray => (ColorType::Grayscale, BitDepth::Eight, &frame.data),
+            PixelFormat::Gray16 => {
+                swap16(&frame.data, &mut self.scratch);
+                (ColorType::Grayscale, BitDepth::Sixteen, &self.scratch)
+            }
+            PixelFormat::Yuyv => {
+                yuyv_to_rgb(&frame.data, w, h, &mut self.scratch);
+                (ColorType::Rgb, BitDepth::Eight, &self.scratch)
+            }
+            PixelFormat::Nv12 => {
+                nv12_to_rgb(&frame.data, w, h, &mut self.scratch);
+                (ColorType::Rgb, BitDepth::Eight, &self.scratch)
+            }
+            PixelFormat::Mjpeg => {
+                let d = match &mut self.decompressor {
+                    Some(d) => d,
+                    None => self
+                        .decompressor
+                        .insert(Decompressor::new().map_err(EncodeError::Jpeg)?),
+                };
+                let header = d.read_header(&frame.data).map_err(EncodeError::Decode)?;
+                let (format, color) = if header.subsamp == Subsamp::Gray {
+                    (TjFormat::GRAY, ColorType::Grayscale)
+                } else {
+                    (TjFormat::RGB, ColorType::Rgb)
+                };
+                let pitch = header.width * format.size();
+                let pixels = sized(&mut self.scratch, pitch * header.height);
+                let image = Image {
+                    pixels,
+                    width: header.width,
+                    pitch,
+                    height: header.height,
+                    format,
+                };
+                d.decompress(&frame.data, image)
+                    .map_err(EncodeError::Decode)?;
+                width = header.width as u32;
+                height = header.height as u32;
+                (color, BitDepth::Eight, &self.scratch)
+            }
+        };
+        self.file.clear();
+        let mut encoder = png::Encoder::new(&mut self.file, width, height);
+        encoder.set_color(color);
+        encoder.set_depth(depth);
+        encoder.set_compression(self.compression);
+        encoder
+            .add_text_chunk("Creation Time".into(), png_creation_time(frame.captured_at))
+            .map_err(EncodeError::Png)?;
+        encoder
+            .add_text_chunk("Software".into(), SOFTWARE.into())
+            .map_err(EncodeError::Png)?;
+        let mut writer = encoder.write_header().map_err(EncodeError::Png)?;
+        writer.write_image_data(pixels).map_err(EncodeError::Png)?;
+        writer.finish().map_err(EncodeError::Png)?;
+        Ok(&self.file)
+    }
+}

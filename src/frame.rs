@@ -1,0 +1,195 @@
+//! The data that moves between stages: [`Frame`] (source → ring → encoder),
+//! [`EncodedFrame`] (encoder → store, same thread) and [`WrittenFile`]
+//! (store → whoever watches the output).
+//!
+//! A `Frame` owns a buffer that is allocated once by the ring and reused for
+//! the whole run: sources fill it in place, encoders read it and hand it back.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::time::SystemTime;
+
+/// How the bytes of a [`Frame`] are laid out.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum PixelFormat {
+    /// 8-bit R, G, B per pixel.
+    Rgb,
+    /// 8-bit R, G, B, A per pixel.
+    Rgba,
+    /// 8-bit luma.
+    Gray,
+    /// 16-bit luma, little-endian (as V4L2 `Y16` delivers it), full 0..=65535 range.
+    Gray16,
+    /// Packed 4:2:2 Y0 U Y1 V, BT.601 limited range.
+    Yuyv,
+    /// A Y plane followed by an interleaved U/V plane at half resolution (4:2:0),
+    /// BT.601 limited range.
+    Nv12,
+    /// A whole JPEG image per frame, as a USB camera sends it.
+    Mjpeg,
+}
+
+impl PixelFormat {
+    /// Every format, in the order the config reference lists them.
+    pub const ALL: [PixelFormat; 7] = [
+        PixelFormat::Rgb,
+        PixelFormat::Rgba,
+        PixelFormat::Gray,
+        PixelFormat::Gray16,
+        PixelFormat::Yuyv,
+        PixelFormat::Nv12,
+        PixelFormat::Mjpeg,
+    ];
+
+    /// The name used in config files and the manifest.
+    pub const fn name(self) -> &'static str {
+        match self {
+            PixelFormat::Rgb => "rgb",
+            PixelFormat::Rgba => "rgba",
+            PixelFormat::Gray => "gray",
+            PixelFormat::Gray16 => "gray16",
+            PixelFormat::Yuyv => "yuyv",
+            PixelFormat::Nv12 => "nv12",
+            PixelFormat::Mjpeg => "mjpeg",
+        }
+    }
+
+    /// Parses a config name (`"rgb"`, `"nv12"`, ...).
+    pub fn from_name(name: &str) -> Option<PixelFormat> {
+        PixelFormat::ALL.into_iter().find(|f| f.name() == name)
+    }
+
+    /// The size in bytes of one `width`×`height` frame, or `None` for MJPEG,
+    /// whose frames vary in size.
+    pub const fn frame_len(self, width: u32, height: u32) -> Option<usize> {
+        let pixels = width as usize * height as usize;
+        match self {
+            PixelFormat::Rgb => Some(pixels * 3),
+            PixelFormat::Rgba => Some(pixels * 4),
+            PixelFormat::Gray => Some(pixels),
+            PixelFormat::Gray16 | PixelFormat::Yuyv => Some(pixels * 2),
+            PixelFormat::Nv12 => Some(pixels + pixels / 2),
+            PixelFormat::Mjpeg => None,
+        }
+    }
+
+    /// Whether frames in this format must have an even width (and, for NV12,
+    /// an even height) because chroma is shared between pixels.
+    pub const fn needs_even_width(self) -> bool {
+        matches!(self, PixelFormat::Yuyv | PixelFormat::Nv12)
+    }
+
+    /// Whether frames in this format must have an even height.
+    pub const fn needs_even_height(self) -> bool {
+        matches!(self, PixelFormat::Nv12)
+    }
+}
+
+impl fmt::Display for PixelFormat {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// The file format of a snapshot.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ImageFormat {
+    Jpeg,
+    Png,
+}
+
+impl ImageFormat {
+    /// The name used in config files and the manifest.
+    pub const fn name(self) -> &'static str {
+        match self {
+            ImageFormat::Jpeg => "jpeg",
+            ImageFormat::Png => "png",
+        }
+    }
+
+    /// The file extension (`{ext}` in the name template).
+    pub const fn extension(self) -> &'static str {
+        match self {
+            ImageFormat::Jpeg => "jpg",
+            ImageFormat::Png => "png",
+        }
+    }
+}
+
+impl fmt::Display for ImageFormat {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// One captured frame in a reusable buffer.
+///
+/// `seq` is the snapshot sequence number, given by the capture thread when the
+/// schedule picks the frame; it becomes `{seq}` in the file name.
+#[derive(Clone, Debug)]
+pub struct Frame {
+    pub seq: u64,
+    /// Wall-clock time the frame was captured.
+    pub captured_at: SystemTime,
+    pub width: u32,
+    pub height: u32,
+    pub format: PixelFormat,
+    /// The frame's bytes. Its capacity is kept between frames; `len()` is the
+    /// frame's size (it varies for MJPEG).
+    pub data: Vec<u8>,
+}
+
+impl Frame {
+    /// A frame whose buffer can hold `capacity` bytes without reallocating.
+    pub fn with_capacity(capacity: usize) -> Frame {
+        Frame {
+            seq: 0,
+            captured_at: SystemTime::UNIX_EPOCH,
+            width: 0,
+            height: 0,
+            format: PixelFormat::Rgb,
+            data: Vec::with_capacity(capacity),
+        }
+    }
+}
+
+/// A frame once encoded: the bytes of the file to write.
+#[derive(Debug)]
+pub struct EncodedFrame<'a> {
+    pub seq: u64,
+    pub captured_at: SystemTime,
+    pub format: ImageFormat,
+    pub bytes: &'a [u8],
+}
+
+/// A file that is durable under its final name.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WrittenFile {
+    pub seq: u64,
+    pub path: PathBuf,
+    pub len: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_round_trip() {
+        for format in PixelFormat::ALL {
+            assert_eq!(PixelFormat::from_name(format.name()), Some(format));
+        }
+        assert_eq!(PixelFormat::from_name("bgr"), None);
+    }
+
+    #[test]
+    fn frame_sizes() {
+        assert_eq!(PixelFormat::Rgb.frame_len(4, 2), Some(24));
+        assert_eq!(PixelFormat::Rgba.frame_len(4, 2), Some(32));
+        assert_eq!(PixelFormat::Gray.frame_len(4, 2), Some(8));
+        assert_eq!(PixelFormat::Gray16.frame_len(4, 2), Some(16));
+        assert_eq!(PixelFormat::Yuyv.frame_len(4, 2), Some(16));
+        assert_eq!(PixelFormat::Nv12.frame_len(4, 2), Some(12));
+        assert_eq!(PixelFormat::Mjpeg.frame_len(4, 2), None);
+    }
+}

@@ -1,0 +1,131 @@
+//! The `framerec` command: parse, load the config, dispatch, map errors to
+//! exit codes. Everything else lives in the library.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use framerec::config::{parse_duration, ConfigError, Settings};
+use framerec::daemon::{self, Limits};
+use framerec::source::Source;
+
+/// Exit codes (EX_CONFIG lets systemd tell a bad config from a crash).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Exit {
+    Success = 0,
+    Failure = 1,
+    Config = 78,
+}
+
+impl From<Exit> for ExitCode {
+    fn from(exit: Exit) -> ExitCode {
+        ExitCode::from(exit as u8)
+    }
+}
+
+#[derive(Parser)]
+#[command(
+    name = "framerec",
+    version,
+    about = "A streaming frame recorder: camera frames to durable, numbered JPEG/PNG files"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Record. Without --config, records the built-in synthetic camera
+    /// (1280x720, 30 fps, one JPEG a second) into ./frames.
+    Run {
+        /// The config file (TOML).
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// Stop after this many files are written.
+        #[arg(long)]
+        frames: Option<u64>,
+        /// Stop after this long (e.g. 30s, 5m, 2h).
+        #[arg(long, value_parser = parse_duration_arg)]
+        duration: Option<Duration>,
+    },
+    /// Validate a config file and print the effective settings.
+    Check {
+        /// The config file (TOML).
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// List cameras with their formats, resolutions and frame rates.
+    Devices,
+}
+
+fn parse_duration_arg(text: &str) -> Result<Duration, String> {
+    parse_duration(text)
+}
+
+fn load(config: Option<&PathBuf>) -> Result<Settings, ConfigError> {
+    match config {
+        Some(path) => Settings::load(path),
+        None => Ok(Settings::demo()),
+    }
+}
+
+fn report_config_error(error: &ConfigError) -> ExitCode {
+    eprintln!("framerec: {error:#}");
+    if let ConfigError::Read { source, .. } = error {
+        eprintln!("  {source}");
+    }
+    Exit::Config.into()
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_target(false)
+        .with_writer(std::io::stderr)
+        .init();
+    match cli.command {
+        Command::Check { config } => match Settings::load(&config) {
+            Ok(settings) => {
+                println!("{settings}");
+                Exit::Success.into()
+            }
+            Err(e) => report_config_error(&e),
+        },
+        Command::Devices => {
+            eprintln!("framerec: camera capture is not supported by this build yet, so no cameras can be listed");
+            Exit::Failure.into()
+        }
+        Command::Run {
+            config,
+            frames,
+            duration,
+        } => {
+            let settings = match load(config.as_ref()) {
+                Ok(settings) => settings,
+                Err(e) => return report_config_error(&e),
+            };
+            match record(&settings, Limits { frames, duration }) {
+                Ok(()) => Exit::Success.into(),
+                Err(e) => {
+                    eprintln!("framerec: {e:#}");
+                    Exit::Failure.into()
+                }
+            }
+        }
+    }
+}
+
+fn record(settings: &Settings, limits: Limits) -> anyhow::Result<()> {
+    let (control_tx, control_rx) = crossbeam_channel::bounded(16);
+    let signals = daemon::forward_signals(control_tx)?;
+    let source = Source::open(settings)?;
+    let result = daemon::run(settings, source, &control_rx, limits);
+    signals.close();
+    result.map(drop)
+}

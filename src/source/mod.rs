@@ -1,0 +1,117 @@
+//! Sources fill frame buffers on the capture thread: the synthetic test
+//! pattern, raw frames from a file or stdin, and (later) cameras.
+//!
+//! A source writes straight into the buffer it is given and stamps the frame
+//! with its capture time; it never allocates per frame once the buffer has
+//! grown to the frame size.
+
+pub mod mjpeg;
+pub mod raw;
+pub mod synthetic;
+
+use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
+
+use crate::config::{Settings, SourceKind};
+use crate::frame::{Frame, PixelFormat};
+
+pub use raw::Raw;
+pub use synthetic::Synthetic;
+
+/// What a source did with the buffer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Captured {
+    /// The buffer holds a new frame.
+    Frame,
+    /// The source has ended (end of input, or a stop was asked for).
+    End,
+}
+
+/// Why a source could not open or go on.
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    #[error("cannot open raw input {path}")]
+    Open {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot read raw input {path}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot set up the JPEG encoder of the synthetic source")]
+    Jpeg(#[source] turbojpeg::Error),
+}
+
+/// A frame source.
+pub enum Source {
+    Synthetic(Box<Synthetic>),
+    Raw(Box<Raw>),
+}
+
+impl Source {
+    /// Opens the source the settings describe.
+    pub fn open(settings: &Settings) -> Result<Source, SourceError> {
+        let s = &settings.source;
+        Ok(match &s.kind {
+            SourceKind::Synthetic => Source::Synthetic(Box::new(Synthetic::new(
+                s.width,
+                s.height,
+                s.fps,
+                s.pixel_format,
+            )?)),
+            SourceKind::Raw { path } => Source::Raw(Box::new(Raw::open(
+                path,
+                s.width,
+                s.height,
+                s.pixel_format,
+            )?)),
+        })
+    }
+
+    /// Captures the next frame into `frame`; `stop` ends a wait early.
+    pub fn next_frame(
+        &mut self,
+        frame: &mut Frame,
+        stop: &AtomicBool,
+    ) -> Result<Captured, SourceError> {
+        match self {
+            Source::Synthetic(s) => s.next_frame(frame, stop),
+            Source::Raw(r) => r.next_frame(frame),
+        }
+    }
+
+    /// A short name for logs.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Source::Synthetic(_) => "synthetic",
+            Source::Raw(_) => "raw",
+        }
+    }
+
+    /// Whether frames arrive on their own schedule (and would be lost if
+    /// capture waited).
+    pub fn is_live(&self) -> bool {
+        matches!(self, Source::Synthetic(_))
+    }
+
+    /// Stretches of input that were not whole frames and were skipped.
+    pub fn skipped(&self) -> u64 {
+        match self {
+            Source::Synthetic(_) => 0,
+            Source::Raw(r) => r.skipped().0,
+        }
+    }
+}
+
+/// The buffer size to preallocate for frames of these settings.
+pub fn buffer_capacity(width: u32, height: u32, format: PixelFormat) -> usize {
+    // MJPEG frames vary; a quarter of RGB covers typical camera JPEGs and the
+    // buffer grows once if a frame is bigger.
+    format
+        .frame_len(width, height)
+        .unwrap_or(width as usize * height as usize * 3 / 4)
+}

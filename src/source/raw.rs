@@ -1,0 +1,298 @@
+//! The raw source: back-to-back raw frames of one size and pixel format from
+//! a file or stdin (`path = "-"`), or, with `pixel_format = "mjpeg"`, a stream
+//! of concatenated JPEGs (what `ffmpeg -f mjpeg -` writes).
+//!
+//! Frames are read as fast as the pipeline takes them, straight into the ring's
+//! buffers. The end of input ends the run (after the pipeline drains). A
+//! partial frame at the end, or bytes between JPEGs that are not a JPEG, are
+//! counted and skipped, never stored.
+
+use std::fs::File;
+use std::io::{self, Read};
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+use crate::frame::{Frame, PixelFormat};
+
+use super::mjpeg::{self, JpegError};
+use super::{Captured, SourceError};
+
+/// The largest JPEG accepted from a stream before it is taken for garbage.
+const MAX_JPEG: usize = 64 << 20;
+/// How much is read at once from an MJPEG stream.
+const CHUNK: usize = 1 << 20;
+
+/// Where raw bytes come from.
+enum Input {
+    File(File),
+    Stdin(io::Stdin),
+}
+
+impl Read for Input {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Input::File(f) => f.read(buf),
+            Input::Stdin(s) => s.read(buf),
+        }
+    }
+}
+
+/// The raw source. See the module docs.
+pub struct Raw {
+    input: Input,
+    path: PathBuf,
+    width: u32,
+    height: u32,
+    format: PixelFormat,
+    /// For MJPEG: bytes read but not yet returned, `pending[start..]`.
+    pending: Vec<u8>,
+    start: usize,
+    eof: bool,
+    /// Bytes skipped because they were not part of a whole frame.
+    skipped_bytes: u64,
+    /// Stretches of such bytes (torn JPEGs, a partial last frame).
+    skipped: u64,
+}
+
+impl Raw {
+    pub fn open(
+        path: &Path,
+        width: u32,
+        height: u32,
+        format: PixelFormat,
+    ) -> Result<Raw, SourceError> {
+        let input = if path == Path::new("-") {
+            Input::Stdin(io::stdin())
+        } else {
+            Input::File(File::open(path).map_err(|source| SourceError::Open {
+                path: path.to_owned(),
+                source,
+            })?)
+        };
+        Ok(Raw {
+            input,
+            path: path.to_owned(),
+            width,
+            height,
+            format,
+            pending: Vec::new(),
+            start: 0,
+            eof: false,
+            skipped_bytes: 0,
+            skipped: 0,
+        })
+    }
+
+    /// Stretches of input skipped as not a whole frame, and their bytes.
+    pub fn skipped(&self) -> (u64, u64) {
+        (self.skipped, self.skipped_bytes)
+    }
+
+    /// Reads the next frame into `frame`.
+    pub fn next_frame(&mut self, frame: &mut Frame) -> Result<Captured, SourceError> {
+        let captured = match self.format.frame_len(self.width, self.height) {
+            Some(len) => self.read_fixed(frame, len)?,
+            None => self.read_jpeg(frame)?,
+        };
+        if captured == Captured::Frame {
+            frame.captured_at = SystemTime::now();
+            frame.format = self.format;
+        }
+        Ok(captured)
+    }
+
+    fn read_error(&self, source: io::Error) -> SourceError {
+        SourceError::Read {
+            path: self.path.clone(),
+            source,
+        }
+    }
+
+    fn read_fixed(&mut self, frame: &mut Frame, len: usize) -> Result<Captured, SourceError> {
+        frame.data.resize(len, 0);
+        let mut filled = 0;
+        while filled < len {
+            match self.input.read(&mut frame.data[filled..len]) {
+                Ok(0) => break,
+                Ok(n) => filled += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(self.read_error(e)),
+            }
+        }
+        if filled == 0 {
+            return Ok(Captured::End);
+        }
+        if filled < len {
+            self.skipped += 1;
+            self.skipped_bytes += filled as u64;
+            tracing::warn!(
+                path = %self.path.display(),
+                bytes = filled,
+                frame_bytes = len,
+                "the input ends inside a frame; the partial frame is skipped (check width, height and pixel_format)"
+            );
+            return Ok(Captured::End);
+        }
+        frame.width = self.width;
+        frame.height = self.height;
+        Ok(Captured::Frame)
+    }
+
+    /// Reads more input into `pending`; false at end of input.
+    fn fill(&mut self) -> Result<bool, SourceError> {
+        if self.eof {
+            return Ok(false);
+        }
+        if self.start > 0 && self.start >= self.pending.len() / 2 {
+            self.pending.drain(..self.start);
+            self.start = 0;
+        }
+        let old = self.pending.len();
+        self.pending.resize(old + CHUNK, 0);
+        loop {
+            match self.input.read(&mut self.pending[old..]) {
+                Ok(n) => {
+                    self.pending.truncate(old + n);
+                    if n == 0 {
+                        self.eof = true;
+                    }
+                    return Ok(n > 0);
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    self.pending.truncate(old);
+                    return Err(self.read_error(e));
+                }
+            }
+        }
+    }
+
+    fn skip(&mut self, bytes: usize, why: JpegError) {
+        self.skipped += 1;
+        self.skipped_bytes += bytes as u64;
+        tracing::debug!(bytes, error = %why, "skipping bytes that are not a whole JPEG");
+        self.start += bytes;
+    }
+
+    fn read_jpeg(&mut self, frame: &mut Frame) -> Result<Captured, SourceError> {
+        loop {
+            let data = &self.pending[self.start..];
+            match mjpeg::extent(data) {
+                Ok(Some(found)) => {
+                    frame.data.clear();
+                    frame.data.extend_from_slice(&data[..found.len]);
+                    frame.width = found.width;
+                    frame.height = found.height;
+                    self.start += found.len;
+                    return Ok(Captured::Frame);
+                }
+                Ok(None) if data.len() > MAX_JPEG => {
+                    let next = next_soi(&data[2..]).map_or(data.len(), |i| i + 2);
+                    self.skip(next, JpegError::Truncated);
+                }
+                Ok(None) => {
+                    if !self.fill()? {
+                        let rest = self.pending.len() - self.start;
+                        if rest > 0 {
+                            self.skip(rest, JpegError::Truncated);
+                            tracing::warn!(
+                                path = %self.path.display(),
+                                bytes = rest,
+                                "the input ends inside a JPEG; the torn frame is skipped"
+                            );
+                        }
+                        return Ok(Captured::End);
+                    }
+                }
+                Err(why) => {
+                    // Resynchronise on the next start-of-image marker.
+                    let from = usize::from(why != JpegError::NoStart).min(data.len());
+                    match next_soi(&data[from..]) {
+                        Some(i) => self.skip(from + i, why),
+                        None => {
+                            let keep = usize::from(data.last() == Some(&0xFF));
+                            let n = data.len() - keep;
+                            self.skip(n, why);
+                            if !self.fill()? {
+                                let rest = self.pending.len() - self.start;
+                                self.start += rest;
+                                return Ok(Captured::End);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The offset of the next `FF D8 FF` (start of image and its first marker).
+fn next_soi(data: &[u8]) -> Option<usize> {
+    memchr::memmem::find(data, &[0xFF, 0xD8, 0xFF])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn jpeg(width: usize, height: usize, shade: u8) -> Vec<u8> {
+        let pixels = vec![shade; width * height * 3];
+        let image = turbojpeg::Image {
+            pixels: pixels.as_slice(),
+            width,
+            pitch: width * 3,
+            height,
+            format: turbojpeg::PixelFormat::RGB,
+        };
+        turbojpeg::compress(image, 80, turbojpeg::Subsamp::Sub2x2)
+            .unwrap()
+            .to_vec()
+    }
+
+    fn read_all(raw: &mut Raw) -> Vec<Frame> {
+        let mut frames = Vec::new();
+        loop {
+            let mut frame = Frame::with_capacity(0);
+            match raw.next_frame(&mut frame).unwrap() {
+                Captured::Frame => frames.push(frame),
+                Captured::End => return frames,
+            }
+        }
+    }
+
+    #[test]
+    fn reads_fixed_frames_and_skips_a_partial_tail() {
+        let mut file = tempfile::NamedTempFile::new().unwrap();
+        let data: Vec<u8> = (0..(4 * 2 * 3 * 2 + 5)).map(|i| i as u8).collect();
+        file.write_all(&data).unwrap();
+        let mut raw = Raw::open(file.path(), 4, 2, PixelFormat::Rgb).unwrap();
+        let frames = read_all(&mut raw);
+        assert_eq!(frames.len(), 2);
+        assert_eq!(frames[1].data, data[24..48]);
+        assert_eq!(raw.skipped(), (1, 5));
+    }
+
+    #[test]
+    fn splits_concatenated_jpegs_and_skips_torn_ones() {
+        let (a, b, c) = (jpeg(32, 16, 10), jpeg(32, 16, 200), jpeg(16, 16, 90));
+        let torn = &b[..b.len() / 2];
+        let stream = [&a[..], torn, b"garbage", &c[..], &b[..]].concat();
+        let mut file = tempfile::NamedTempFile::new().unwrap();
+        file.write_all(&stream).unwrap();
+        let mut raw = Raw::open(file.path(), 0, 0, PixelFormat::Mjpeg).unwrap();
+        let frames = read_all(&mut raw);
+        let got: Vec<&[u8]> = frames.iter().map(|f| f.data.as_slice()).collect();
+        assert_eq!(got, [&a[..], &c[..], &b[..]]);
+        assert_eq!((frames[1].width, frames[1].height), (16, 16));
+        assert!(raw.skipped().0 >= 1);
+    }
+
+    #[test]
+    fn a_missing_file_is_named() {
+        let err = Raw::open(Path::new("/nonexistent/frames.rgb"), 4, 4, PixelFormat::Rgb)
+            .err()
+            .unwrap();
+        assert!(err.to_string().contains("/nonexistent/frames.rgb"), "{err}");
+    }
+}

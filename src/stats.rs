@@ -1,0 +1,255 @@
+//! Counters for the run and one helper per logged event, so every drop is
+//! both counted and logged (rate-limited: per-frame problems never flood the
+//! log).
+
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::{Duration, Instant};
+
+/// Why a frame was lost.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DropReason {
+    /// The ring was full.
+    Overflow,
+    /// The encoder failed on the frame.
+    Encode,
+    /// The frame was not a whole image (torn MJPEG).
+    Corrupt,
+    /// Writing the file failed.
+    Write,
+    /// The disk (or quota) was full.
+    DiskFull,
+}
+
+impl DropReason {
+    pub const ALL: [DropReason; 5] = [
+        DropReason::Overflow,
+        DropReason::Encode,
+        DropReason::Corrupt,
+        DropReason::Write,
+        DropReason::DiskFull,
+    ];
+
+    pub const fn name(self) -> &'static str {
+        match self {
+            DropReason::Overflow => "overflow",
+            DropReason::Encode => "encode",
+            DropReason::Corrupt => "corrupt",
+            DropReason::Write => "write",
+            DropReason::DiskFull => "disk_full",
+        }
+    }
+}
+
+/// Lets one log line through per interval and counts the rest.
+#[derive(Debug, Default)]
+pub struct RateLimit {
+    /// Milliseconds since the run started at the last line, plus one (0: never).
+    last: AtomicU64,
+    suppressed: AtomicU64,
+}
+
+/// The interval between two log lines of the same event.
+pub const LOG_EVERY: Duration = Duration::from_secs(10);
+
+impl RateLimit {
+    /// `Some(lines suppressed since the last one)` when a line may be logged now.
+    pub fn allow(&self, now_ms: u64) -> Option<u64> {
+        let last = self.last.load(Relaxed);
+        let due = last == 0 || now_ms + 1 >= last + LOG_EVERY.as_millis() as u64;
+        if due
+            && self
+                .last
+                .compare_exchange(last, now_ms + 1, Relaxed, Relaxed)
+                .is_ok()
+        {
+            Some(self.suppressed.swap(0, Relaxed))
+        } else {
+            self.suppressed.fetch_add(1, Relaxed);
+            None
+        }
+    }
+}
+
+/// The run's counters, shared by every thread.
+#[derive(Debug)]
+pub struct Stats {
+    started: Instant,
+    pub captured: AtomicU64,
+    pub picked: AtomicU64,
+    pub written: AtomicU64,
+    pub bytes: AtomicU64,
+    pub missed_ticks: AtomicU64,
+    /// Stretches of source input skipped as not whole frames.
+    pub skipped_input: AtomicU64,
+    dropped: [AtomicU64; 5],
+    /// Drops since the last written file (the manifest's `dropped_before`).
+    dropped_since_write: AtomicU64,
+    limits: [RateLimit; 5],
+    pub manifest_failures: AtomicU64,
+    manifest_limit: RateLimit,
+}
+
+impl Default for Stats {
+    fn default() -> Self {
+        Stats::new()
+    }
+}
+
+impl Stats {
+    pub fn new() -> Stats {
+        Stats {
+            started: Instant::now(),
+            captured: AtomicU64::new(0),
+            picked: AtomicU64::new(0),
+            written: AtomicU64::new(0),
+            bytes: AtomicU64::new(0),
+            missed_ticks: AtomicU64::new(0),
+            skipped_input: AtomicU64::new(0),
+            dropped: Default::default(),
+            dropped_since_write: AtomicU64::new(0),
+            limits: Default::default(),
+            manifest_failures: AtomicU64::new(0),
+            manifest_limit: RateLimit::default(),
+        }
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.started.elapsed().as_millis() as u64
+    }
+
+    /// Counts and logs (rate-limited) a lost frame.
+    pub fn frame_dropped(&self, reason: DropReason, seq: u64, error: &dyn fmt::Display) {
+        self.dropped[reason as usize].fetch_add(1, Relaxed);
+        self.dropped_since_write.fetch_add(1, Relaxed);
+        if let Some(suppressed) = self.limits[reason as usize].allow(self.now_ms()) {
+            tracing::warn!(
+                seq,
+                reason = reason.name(),
+                error = %error,
+                similar_suppressed = suppressed,
+                "frame dropped"
+            );
+        }
+    }
+
+    /// Counts a durable file; returns the frames dropped since the previous one.
+    pub fn file_written(&self, seq: u64, path: &std::path::Path, len: u64) -> u64 {
+        self.written.fetch_add(1, Relaxed);
+        self.bytes.fetch_add(len, Relaxed);
+        tracing::trace!(seq, path = %path.display(), bytes = len, "file written");
+        self.dropped_since_write.swap(0, Relaxed)
+    }
+
+    /// Counts and logs (rate-limited) a manifest line that could not be
+    /// appended for a file that is on disk.
+    pub fn manifest_failed(&self, seq: u64, error: &dyn fmt::Display) {
+        self.manifest_failures.fetch_add(1, Relaxed);
+        if let Some(suppressed) = self.manifest_limit.allow(self.now_ms()) {
+            tracing::warn!(seq, error = %error, similar_suppressed = suppressed, "manifest line lost; the file itself is on disk");
+        }
+    }
+
+    /// Frames dropped for `reason` so far.
+    pub fn dropped(&self, reason: DropReason) -> u64 {
+        self.dropped[reason as usize].load(Relaxed)
+    }
+
+    /// All frames dropped so far.
+    pub fn dropped_total(&self) -> u64 {
+        DropReason::ALL.iter().map(|&r| self.dropped(r)).sum()
+    }
+
+    /// A snapshot of the counters for the exit summary.
+    pub fn summary(&self) -> Summary {
+        Summary {
+            captured: self.captured.load(Relaxed),
+            written: self.written.load(Relaxed),
+            bytes: self.bytes.load(Relaxed),
+            dropped: DropReason::ALL.map(|r| (r, self.dropped(r))),
+            missed_ticks: self.missed_ticks.load(Relaxed),
+            skipped_input: self.skipped_input.load(Relaxed),
+            elapsed: self.started.elapsed(),
+        }
+    }
+}
+
+/// The counters at the end of a run.
+#[derive(Clone, Debug)]
+pub struct Summary {
+    pub captured: u64,
+    pub written: u64,
+    pub bytes: u64,
+    pub dropped: [(DropReason, u64); 5],
+    pub missed_ticks: u64,
+    pub skipped_input: u64,
+    pub elapsed: Duration,
+}
+
+impl fmt::Display for Summary {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let secs = self.elapsed.as_secs_f64();
+        let total: u64 = self.dropped.iter().map(|(_, n)| n).sum();
+        write!(
+            f,
+            "captured {} frames, wrote {} files ({:.1} MiB), dropped {}",
+            self.captured,
+            self.written,
+            self.bytes as f64 / (1 << 20) as f64,
+            total
+        )?;
+        let reasons: Vec<String> = self
+            .dropped
+            .iter()
+            .filter(|(_, n)| *n > 0)
+            .map(|(r, n)| format!("{} {n}", r.name()))
+            .collect();
+        if !reasons.is_empty() {
+            write!(f, " ({})", reasons.join(", "))?;
+        }
+        write!(f, ", missed ticks {}", self.missed_ticks)?;
+        if self.skipped_input > 0 {
+            write!(f, ", skipped input {}", self.skipped_input)?;
+        }
+        write!(
+            f,
+            " in {secs:.1}s ({:.1} files/s)",
+            if secs > 0.0 {
+                self.written as f64 / secs
+            } else {
+                0.0
+            }
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rate_limit_lets_one_line_through_per_interval() {
+        let limit = RateLimit::default();
+        assert_eq!(limit.allow(0), Some(0));
+        assert_eq!(limit.allow(5), None);
+        assert_eq!(limit.allow(9_000), None);
+        assert_eq!(limit.allow(10_001), Some(2));
+        assert_eq!(limit.allow(10_002), None);
+    }
+
+    #[test]
+    fn dropped_before_counts_drops_since_the_last_file() {
+        let stats = Stats::new();
+        stats.frame_dropped(DropReason::Overflow, 1, &"full");
+        stats.frame_dropped(DropReason::DiskFull, 2, &"ENOSPC");
+        assert_eq!(stats.file_written(3, "a".as_ref(), 10), 2);
+        assert_eq!(stats.file_written(4, "b".as_ref(), 10), 0);
+        let summary = stats.summary();
+        assert_eq!((summary.written, summary.bytes), (2, 20));
+        let text = summary.to_string();
+        assert!(
+            text.contains("dropped 2 (overflow 1, disk_full 1)"),
+            "{text}"
+        );
+    }
+}

@@ -1,0 +1,211 @@
+//! `manifest.jsonl`: one JSON line per file, appended once the file is
+//! durable under its final name.
+//!
+//! Lines are written whole with one `write` on an `O_APPEND` file, so lines
+//! from several encoders never interleave. With `fsync = true` the manifest
+//! is synced at most once a second and at shutdown: a crash can lose its last
+//! lines (never the files, which are synced one by one), and a torn last line
+//! is closed off with a newline at the next start.
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::{Duration, Instant, SystemTime};
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+/// The manifest's file name in `output.dir`.
+pub const MANIFEST_NAME: &str = "manifest.jsonl";
+
+/// How often the manifest is synced while recording.
+const SYNC_EVERY: Duration = Duration::from_secs(1);
+
+/// One manifest line (the contract's fields, in this order).
+#[derive(Debug, Serialize)]
+pub struct Line<'a> {
+    pub seq: u64,
+    /// Relative to `output.dir`, with '/' separators.
+    pub path: &'a str,
+    pub captured_at: Rfc3339,
+    pub camera: &'a str,
+    pub width: u32,
+    pub height: u32,
+    pub pixel_format: &'a str,
+    pub format: &'a str,
+    pub bytes: u64,
+    pub dropped_before: u64,
+}
+
+/// A time written as RFC 3339 in UTC with nanoseconds, without allocating.
+#[derive(Debug, Clone, Copy)]
+pub struct Rfc3339(pub SystemTime);
+
+impl Serialize for Rfc3339 {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let utc: DateTime<Utc> = self.0.into();
+        serializer.collect_str(&utc.format("%Y-%m-%dT%H:%M:%S%.9fZ"))
+    }
+}
+
+struct State {
+    file: File,
+    last_sync: Instant,
+    dirty: bool,
+}
+
+/// The open manifest, shared by the encoder threads.
+pub struct Manifest {
+    path: PathBuf,
+    fsync: bool,
+    state: Mutex<State>,
+}
+
+impl Manifest {
+    /// Opens (or creates) the manifest for appending, closing off a torn
+    /// last line. Returns it with the highest `seq` among its last lines.
+    pub fn open(dir: &Path, fsync: bool, mode: u32) -> io::Result<(Manifest, Option<u64>)> {
+        let path = dir.join(MANIFEST_NAME);
+        let mut file = OpenOptions::new()
+            .read(true)
+            .append(true)
+            .create(true)
+            .mode(mode)
+            .open(&path)?;
+        let (highest, torn) = read_tail(&mut file)?;
+        if torn {
+            file.write_all(b"\n")?;
+        }
+        Ok((
+            Manifest {
+                path,
+                fsync,
+                state: Mutex::new(State {
+                    file,
+                    last_sync: Instant::now(),
+                    dirty: false,
+                }),
+            },
+            highest,
+        ))
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Appends one line; `buf` is the caller's reusable scratch buffer.
+    pub fn append(&self, line: &Line<'_>, buf: &mut Vec<u8>) -> io::Result<()> {
+        buf.clear();
+        serde_json::to_writer(&mut *buf, line).map_err(io::Error::other)?;
+        buf.push(b'\n');
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        state.file.write_all(buf)?;
+        state.dirty = true;
+        if self.fsync && state.last_sync.elapsed() >= SYNC_EVERY {
+            state.file.sync_data()?;
+            state.last_sync = Instant::now();
+            state.dirty = false;
+        }
+        Ok(())
+    }
+
+    /// Syncs what was appended (at shutdown).
+    pub fn sync(&self) -> io::Result<()> {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        if state.dirty && self.fsync {
+            state.file.sync_data()?;
+            state.dirty = false;
+        }
+        Ok(())
+    }
+}
+
+/// Reads the last 64 KiB: the highest `seq` there, and whether the file ends
+/// without a newline (a line torn by a crash).
+fn read_tail(file: &mut File) -> io::Result<(Option<u64>, bool)> {
+    let len = file.seek(SeekFrom::End(0))?;
+    if len == 0 {
+        return Ok((None, false));
+    }
+    let start = len.saturating_sub(64 << 10);
+    file.seek(SeekFrom::Start(start))?;
+    let mut tail = Vec::new();
+    file.read_to_end(&mut tail)?;
+    let torn = tail.last() != Some(&b'\n');
+    #[derive(serde::Deserialize)]
+    struct SeqOnly {
+        seq: u64,
+    }
+    let highest = tail
+        .split(|&b| b == b'\n')
+        .filter_map(|line| serde_json::from_slice::<SeqOnly>(line).ok())
+        .map(|l| l.seq)
+        .max();
+    Ok((highest, torn))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn line(seq: u64, path: &str) -> Line<'_> {
+        Line {
+            seq,
+            path,
+            captured_at: Rfc3339(
+                SystemTime::UNIX_EPOCH + Duration::new(1_709_618_828, 123_456_789),
+            ),
+            camera: "cam0",
+            width: 4,
+            height: 2,
+            pixel_format: "rgb",
+            format: "png",
+            bytes: 99,
+            dropped_before: 1,
+        }
+    }
+
+    #[test]
+    fn writes_the_contract_fields() {
+        let dir = tempfile::tempdir().unwrap();
+        let (manifest, highest) = Manifest::open(dir.path(), true, 0o640).unwrap();
+        assert_eq!(highest, None);
+        let mut buf = Vec::new();
+        manifest
+            .append(&line(7, "cam0/a \"b\".png"), &mut buf)
+            .unwrap();
+        manifest.sync().unwrap();
+        let text = std::fs::read_to_string(manifest.path()).unwrap();
+        let value: serde_json::Value = serde_json::from_str(text.trim_end()).unwrap();
+        assert_eq!(value["seq"], 7);
+        assert_eq!(value["path"], "cam0/a \"b\".png");
+        assert_eq!(value["captured_at"], "2024-03-05T06:07:08.123456789Z");
+        assert_eq!(value["dropped_before"], 1);
+        for key in [
+            "camera",
+            "width",
+            "height",
+            "pixel_format",
+            "format",
+            "bytes",
+        ] {
+            assert!(value.get(key).is_some(), "{key}");
+        }
+    }
+
+    #[test]
+    fn closes_a_torn_line_and_finds_the_highest_seq() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(MANIFEST_NAME);
+        std::fs::write(&path, "{\"seq\":41}\n{\"seq\":40}\n{\"seq\":42,\"pa").unwrap();
+        let (manifest, highest) = Manifest::open(dir.path(), false, 0o640).unwrap();
+        assert_eq!(highest, Some(41));
+        manifest.append(&line(43, "x"), &mut Vec::new()).unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let last = text.lines().last().unwrap();
+        assert!(last.starts_with("{\"seq\":43"), "{text}");
+    }
+}

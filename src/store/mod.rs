@@ -1,0 +1,277 @@
+//! The store: where snapshots go and how they get there safely.
+//!
+//! At start-up [`Store::open`] creates `output.dir`, takes a lock so two
+//! recorders never number into the same files, sweeps temp files a crash left
+//! behind, and finds the highest sequence number on disk (and in the
+//! manifest) so numbering continues and never repeats. While recording, each
+//! encoder thread has a [`write::Writer`] that renders names
+//! ([`naming`]) and writes files durably; the [`manifest`] gets a line per
+//! file once it is durable; [`metadata`] stamps the capture time into the
+//! image itself.
+
+pub mod manifest;
+pub mod metadata;
+pub mod naming;
+pub mod write;
+
+use std::fs::{self, File};
+use std::io;
+use std::os::unix::fs::DirBuilderExt;
+use std::path::{Path, PathBuf};
+
+use crate::config::Settings;
+use manifest::Manifest;
+use naming::{NameMatcher, Template, TimeZone};
+
+/// Extensions framerec writes; files with any of them count for numbering.
+pub const EXTENSIONS: [&str; 2] = ["jpg", "png"];
+
+/// Why the store could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("cannot create output directory {path}")]
+    CreateDir {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("another framerec is recording camera '{camera}' into {dir} (lock {lock} is held); stop it or use another output.dir or camera")]
+    Locked {
+        camera: String,
+        dir: PathBuf,
+        lock: PathBuf,
+    },
+    #[error("cannot take the lock {path}")]
+    Lock {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("cannot scan output directory {path}")]
+    Scan {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("cannot open the manifest in {dir}")]
+    Manifest {
+        dir: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+}
+
+/// What start-up found on disk.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Found {
+    /// Files of this camera already on disk.
+    pub files: u64,
+    /// The highest sequence number seen on disk or in the manifest.
+    pub highest_seq: Option<u64>,
+    /// Temp files from an earlier crash that were removed.
+    pub swept: u64,
+}
+
+impl Found {
+    /// The sequence number the next snapshot gets.
+    pub fn next_seq(&self) -> u64 {
+        self.highest_seq.map_or(1, |s| s.saturating_add(1))
+    }
+}
+
+/// The output directory, opened for recording.
+pub struct Store {
+    pub(crate) dir: PathBuf,
+    pub(crate) template: Template,
+    pub(crate) camera: String,
+    pub(crate) timezone: TimeZone,
+    pub(crate) fsync: bool,
+    pub(crate) file_mode: u32,
+    pub(crate) dir_mode: u32,
+    pub(crate) manifest: Option<Manifest>,
+    /// Held for the life of the store: released when the process ends.
+    _lock: File,
+}
+
+impl Store {
+    /// Opens `output.dir` for recording. See the module docs.
+    pub fn open(settings: &Settings) -> Result<(Store, Found), StoreError> {
+        let out = &settings.output;
+        let dir = out.dir.clone();
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(out.dir_mode)
+            .create(&dir)
+            .map_err(|source| StoreError::CreateDir {
+                path: dir.clone(),
+                source,
+            })?;
+        let lock_path = dir.join(format!(".framerec-{}.lock", settings.camera));
+        let lock = File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|source| StoreError::Lock {
+                path: lock_path.clone(),
+                source,
+            })?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(fs::TryLockError::WouldBlock) => {
+                return Err(StoreError::Locked {
+                    camera: settings.camera.clone(),
+                    dir,
+                    lock: lock_path,
+                })
+            }
+            Err(fs::TryLockError::Error(source)) => {
+                return Err(StoreError::Lock {
+                    path: lock_path,
+                    source,
+                })
+            }
+        }
+        let matcher = out.name.matcher(&settings.camera, &EXTENSIONS);
+        let mut found =
+            scan(&dir, out.name.depth(), &matcher).map_err(|source| StoreError::Scan {
+                path: dir.clone(),
+                source,
+            })?;
+        let manifest = if out.manifest {
+            let (manifest, highest) =
+                Manifest::open(&dir, out.fsync, out.file_mode).map_err(|source| {
+                    StoreError::Manifest {
+                        dir: dir.clone(),
+                        source,
+                    }
+                })?;
+            found.highest_seq = found.highest_seq.max(highest);
+            Some(manifest)
+        } else {
+            None
+        };
+        Ok((
+            Store {
+                dir,
+                template: out.name.clone(),
+                camera: settings.camera.clone(),
+                timezone: out.timezone,
+                fsync: out.fsync,
+                file_mode: out.file_mode,
+                dir_mode: out.dir_mode,
+                manifest,
+                _lock: lock,
+            },
+            found,
+        ))
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Syncs the manifest (at shutdown).
+    pub fn finish(&self) -> io::Result<()> {
+        match &self.manifest {
+            Some(m) => m.sync(),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Walks `dir` down to `depth` levels: counts owned files, finds the highest
+/// sequence number, and removes owned temp files (`.NAME.tmp`).
+pub fn scan(dir: &Path, depth: usize, matcher: &NameMatcher) -> io::Result<Found> {
+    let mut found = Found::default();
+    let mut stack: Vec<(PathBuf, String, usize)> = vec![(dir.to_owned(), String::new(), 1)];
+    let mut relative = String::new();
+    while let Some((path, prefix, level)) = stack.pop() {
+        let entries = match fs::read_dir(&path) {
+            Ok(entries) => entries,
+            // A directory removed while scanning is simply gone.
+            Err(e) if e.kind() == io::ErrorKind::NotFound && level > 1 => continue,
+            Err(e) => return Err(e),
+        };
+        for entry in entries {
+            let entry = entry?;
+            let Ok(name) = entry.file_name().into_string() else {
+                continue; // not UTF-8: not a name framerec writes
+            };
+            let file_type = entry.file_type()?;
+            if file_type.is_dir() {
+                if level < depth {
+                    stack.push((entry.path(), format!("{prefix}{name}/"), level + 1));
+                }
+                continue;
+            }
+            if !file_type.is_file() || level != depth {
+                continue;
+            }
+            if let Some(final_name) = naming::final_name_of_temp(&name) {
+                relative.clear();
+                relative.push_str(&prefix);
+                relative.push_str(final_name);
+                if matcher.seq(&relative).is_some() {
+                    match fs::remove_file(entry.path()) {
+                        Ok(()) => found.swept += 1,
+                        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                        Err(e) => return Err(e),
+                    }
+                }
+                continue;
+            }
+            relative.clear();
+            relative.push_str(&prefix);
+            relative.push_str(&name);
+            if let Some(seq) = matcher.seq(&relative) {
+                found.files += 1;
+                found.highest_seq = found.highest_seq.max(Some(seq));
+            }
+        }
+    }
+    Ok(found)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scan_finds_the_highest_owned_seq_and_sweeps_temp_files() {
+        let root = tempfile::tempdir().unwrap();
+        let template = Template::parse("{camera}/{time:%Y-%m-%d}/{camera}-{seq}.{ext}").unwrap();
+        let matcher = template.matcher("cam0", &EXTENSIONS);
+        let day = root.path().join("cam0/2024-03-05");
+        fs::create_dir_all(&day).unwrap();
+        fs::create_dir_all(root.path().join("cam1/2024-03-05")).unwrap();
+        for name in [
+            "cam0-0000000007.jpg",
+            "cam0-0000000012.png",
+            "notes.txt",
+            "cam0-0000000099.jpg.bak",
+        ] {
+            fs::write(day.join(name), b"x").unwrap();
+        }
+        fs::write(
+            root.path().join("cam1/2024-03-05/cam1-0000000500.jpg"),
+            b"x",
+        )
+        .unwrap();
+        fs::write(day.join(".cam0-0000000013.jpg.tmp"), b"partial").unwrap();
+        fs::write(day.join(".other.tmp"), b"not ours").unwrap();
+        let found = scan(root.path(), template.depth(), &matcher).unwrap();
+        assert_eq!(
+            found,
+            Found {
+                files: 2,
+                highest_seq: Some(12),
+                swept: 1
+            }
+        );
+        assert_eq!(found.next_seq(), 13);
+        assert!(!day.join(".cam0-0000000013.jpg.tmp").exists());
+        assert!(day.join(".other.tmp").exists());
+        assert!(day.join("notes.txt").exists());
+    }
+}

@@ -1,0 +1,458 @@
+//! File names: the `output.name` template, rendered per frame, and matched
+//! back against the names on disk to find the files framerec owns.
+//!
+//! Placeholders: `{camera}`, `{seq}` (10 digits, zero-padded), `{seq:N}`
+//! (N digits), `{time:FORMAT}` (chrono strftime of the capture time) and
+//! `{ext}`. Rendering does no I/O and allocates nothing once the output
+//! string has grown to its working size.
+
+use std::fmt::Write as _;
+use std::time::SystemTime;
+
+use chrono::format::{Fixed, Item, Numeric, StrftimeItems};
+use chrono::{DateTime, Local, Utc};
+use regex::Regex;
+
+/// The digits `{seq}` is padded to when no width is given.
+pub const DEFAULT_SEQ_WIDTH: usize = 10;
+
+/// How `{time:...}` is rendered.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TimeZone {
+    Utc,
+    Local,
+}
+
+impl TimeZone {
+    pub const fn name(self) -> &'static str {
+        match self {
+            TimeZone::Utc => "utc",
+            TimeZone::Local => "local",
+        }
+    }
+}
+
+/// A problem with a name template, reported by `check` with its position.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TemplateError {
+    #[error(
+        "the template has no {{seq}}: without it, names would repeat and files be overwritten"
+    )]
+    NoSeq,
+    #[error("unknown placeholder {{{0}}}: use {{camera}}, {{seq}}, {{seq:N}}, {{time:FORMAT}} or {{ext}}")]
+    UnknownPlaceholder(String),
+    #[error("a '{{' is never closed")]
+    Unclosed,
+    #[error("a '}}' has no matching '{{'")]
+    Unopened,
+    #[error("{{seq:{0}}} needs a width from 1 to 20 digits")]
+    SeqWidth(String),
+    #[error("invalid strftime format in {{time:{0}}}")]
+    TimeFormat(String),
+    #[error("the template is empty")]
+    Empty,
+    #[error(
+        "a rendered name would leave the output directory ({0}): use relative names without '..'"
+    )]
+    LeavesDir(String),
+    #[error("a rendered name has an empty, '.' or hidden part ({0}): names starting with '.' are reserved for temporary files")]
+    BadComponent(String),
+}
+
+#[derive(Clone, Debug)]
+enum Part {
+    Literal(String),
+    Camera,
+    Seq { width: usize },
+    Time { items: Vec<Item<'static>> },
+    Ext,
+}
+
+/// A parsed `output.name` template.
+#[derive(Clone, Debug)]
+pub struct Template {
+    source: String,
+    parts: Vec<Part>,
+}
+
+impl Template {
+    /// Parses and checks a template. It must contain `{seq}`, and no name it
+    /// renders may leave the output directory or be hidden.
+    pub fn parse(source: &str) -> Result<Template, TemplateError> {
+        if source.is_empty() {
+            return Err(TemplateError::Empty);
+        }
+        let mut parts = Vec::new();
+        let mut literal = String::new();
+        let mut rest = source;
+        while let Some(i) = rest.find(['{', '}']) {
+            literal.push_str(&rest[..i]);
+            if rest.as_bytes()[i] == b'}' {
+                return Err(TemplateError::Unopened);
+            }
+            let after = &rest[i + 1..];
+            let end = after.find('}').ok_or(TemplateError::Unclosed)?;
+            let inner = &after[..end];
+            if inner.contains('{') {
+                return Err(TemplateError::Unclosed);
+            }
+            if !literal.is_empty() {
+                parts.push(Part::Literal(std::mem::take(&mut literal)));
+            }
+            parts.push(parse_placeholder(inner)?);
+            rest = &after[end + 1..];
+        }
+        literal.push_str(rest);
+        if !literal.is_empty() {
+            parts.push(Part::Literal(literal));
+        }
+        if !parts.iter().any(|p| matches!(p, Part::Seq { .. })) {
+            return Err(TemplateError::NoSeq);
+        }
+        let template = Template {
+            source: source.to_owned(),
+            parts,
+        };
+        template.check_paths()?;
+        Ok(template)
+    }
+
+    /// The template as written in the config.
+    pub fn as_str(&self) -> &str {
+        &self.source
+    }
+
+    /// How many path components a rendered name has (directories + file).
+    pub fn depth(&self) -> usize {
+        let mut sample = String::new();
+        self.render(
+            "cam",
+            1,
+            SystemTime::UNIX_EPOCH,
+            TimeZone::Utc,
+            "jpg",
+            &mut sample,
+        );
+        sample.split('/').count()
+    }
+
+    /// Renders the name of snapshot `seq` into `out` (cleared first), relative
+    /// to the output directory, with '/' between components.
+    pub fn render(
+        &self,
+        camera: &str,
+        seq: u64,
+        captured_at: SystemTime,
+        tz: TimeZone,
+        ext: &str,
+        out: &mut String,
+    ) {
+        out.clear();
+        for part in &self.parts {
+            // Writing into a String cannot fail.
+            let _ = match part {
+                Part::Literal(s) => {
+                    out.push_str(s);
+                    Ok(())
+                }
+                Part::Camera => {
+                    out.push_str(camera);
+                    Ok(())
+                }
+                Part::Seq { width } => write!(out, "{seq:0width$}"),
+                Part::Time { items } => {
+                    let utc: DateTime<Utc> = captured_at.into();
+                    match tz {
+                        TimeZone::Utc => write!(out, "{}", utc.format_with_items(items.iter())),
+                        TimeZone::Local => write!(
+                            out,
+                            "{}",
+                            utc.with_timezone(&Local).format_with_items(items.iter())
+                        ),
+                    }
+                }
+                Part::Ext => {
+                    out.push_str(ext);
+                    Ok(())
+                }
+            };
+        }
+    }
+
+    /// Renders a few sample names (different times, large sequence numbers)
+    /// and refuses templates whose names could escape the directory.
+    fn check_paths(&self) -> Result<(), TemplateError> {
+        let samples = [
+            (1, SystemTime::UNIX_EPOCH),
+            (
+                u64::MAX,
+                SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(4_102_444_799),
+            ),
+        ];
+        let mut name = String::new();
+        for (seq, time) in samples {
+            self.render("cam0", seq, time, TimeZone::Utc, "jpg", &mut name);
+            if name.starts_with('/') {
+                return Err(TemplateError::LeavesDir(name));
+            }
+            for component in name.split('/') {
+                if component == ".." {
+                    return Err(TemplateError::LeavesDir(name));
+                }
+                if component.is_empty() || component.starts_with('.') || component.contains('\0') {
+                    return Err(TemplateError::BadComponent(name));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// A matcher for the names this template renders for `camera`, with any
+    /// of the given extensions.
+    pub fn matcher(&self, camera: &str, extensions: &[&str]) -> NameMatcher {
+        let mut pattern = String::from("^");
+        let mut seq_seen = false;
+        for part in &self.parts {
+            match part {
+                Part::Literal(s) => pattern.push_str(&regex::escape(s)),
+                Part::Camera => pattern.push_str(&regex::escape(camera)),
+                Part::Seq { width } => {
+                    if seq_seen {
+                        let _ = write!(pattern, "[0-9]{{{width},}}");
+                    } else {
+                        let _ = write!(pattern, "(?P<seq>[0-9]{{{width},}})");
+                        seq_seen = true;
+                    }
+                }
+                Part::Time { items } => {
+                    for item in items {
+                        pattern.push_str(&item_pattern(item));
+                    }
+                }
+                Part::Ext => {
+                    pattern.push_str("(?:");
+                    let alts: Vec<String> = extensions.iter().map(|e| regex::escape(e)).collect();
+                    pattern.push_str(&alts.join("|"));
+                    pattern.push(')');
+                }
+            }
+        }
+        pattern.push('$');
+        // The pattern is built from escaped literals and fixed fragments.
+        let regex = Regex::new(&pattern).unwrap_or_else(|_| Regex::new("^$").expect("valid"));
+        NameMatcher { regex }
+    }
+}
+
+fn parse_placeholder(inner: &str) -> Result<Part, TemplateError> {
+    let (name, arg) = match inner.split_once(':') {
+        Some((name, arg)) => (name, Some(arg)),
+        None => (inner, None),
+    };
+    match (name, arg) {
+        ("camera", None) => Ok(Part::Camera),
+        ("ext", None) => Ok(Part::Ext),
+        ("seq", None) => Ok(Part::Seq {
+            width: DEFAULT_SEQ_WIDTH,
+        }),
+        ("seq", Some(width)) => match width.parse::<usize>() {
+            Ok(w @ 1..=20) => Ok(Part::Seq { width: w }),
+            _ => Err(TemplateError::SeqWidth(width.to_owned())),
+        },
+        ("time", Some(format)) => {
+            let items: Vec<Item<'static>> = StrftimeItems::new(format)
+                .map(|item| match item {
+                    Item::Literal(s) => Item::OwnedLiteral(s.into()),
+                    Item::Space(s) => Item::OwnedSpace(s.into()),
+                    Item::OwnedLiteral(s) => Item::OwnedLiteral(s),
+                    Item::OwnedSpace(s) => Item::OwnedSpace(s),
+                    Item::Numeric(n, pad) => Item::Numeric(n, pad),
+                    Item::Fixed(f) => Item::Fixed(f),
+                    Item::Error => Item::Error,
+                })
+                .collect();
+            if format.is_empty() || items.iter().any(|i| matches!(i, Item::Error)) {
+                return Err(TemplateError::TimeFormat(format.to_owned()));
+            }
+            Ok(Part::Time { items })
+        }
+        _ => Err(TemplateError::UnknownPlaceholder(inner.to_owned())),
+    }
+}
+
+/// The regex fragment for one strftime item: digits for numbers, anything but
+/// '/' for names, the text itself for literals.
+fn item_pattern(item: &Item<'_>) -> String {
+    match item {
+        Item::Literal(s) | Item::Space(s) => regex::escape(s),
+        Item::OwnedLiteral(s) | Item::OwnedSpace(s) => regex::escape(s),
+        Item::Numeric(Numeric::Nanosecond, _) => "[0-9]+".into(),
+        Item::Numeric(_, _) => "[-+ ]*[0-9]+".into(),
+        Item::Fixed(Fixed::Nanosecond3 | Fixed::Nanosecond6 | Fixed::Nanosecond9) => {
+            r"(?:\.[0-9]+)?".into()
+        }
+        _ => "[^/]+?".into(),
+    }
+}
+
+/// Recognises names that a template renders for one camera.
+#[derive(Clone, Debug)]
+pub struct NameMatcher {
+    regex: Regex,
+}
+
+impl NameMatcher {
+    /// The sequence number in `relative` (a path below the output directory
+    /// with '/' separators), or `None` when the template could not have
+    /// produced that name.
+    pub fn seq(&self, relative: &str) -> Option<u64> {
+        self.regex
+            .captures(relative)?
+            .name("seq")?
+            .as_str()
+            .parse()
+            .ok()
+    }
+}
+
+/// The hidden temporary name a file is written under before its rename.
+pub fn temp_name(file_name: &str, out: &mut String) {
+    out.clear();
+    out.push('.');
+    out.push_str(file_name);
+    out.push_str(".tmp");
+}
+
+/// The final file name behind a temporary name, if `name` is one.
+pub fn final_name_of_temp(name: &str) -> Option<&str> {
+    name.strip_prefix('.')?.strip_suffix(".tmp")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn at(secs: u64, nanos: u32) -> SystemTime {
+        SystemTime::UNIX_EPOCH + Duration::new(secs, nanos)
+    }
+
+    fn render(template: &str, seq: u64, time: SystemTime) -> String {
+        let mut out = String::new();
+        Template::parse(template).unwrap().render(
+            "cam0",
+            seq,
+            time,
+            TimeZone::Utc,
+            "jpg",
+            &mut out,
+        );
+        out
+    }
+
+    #[test]
+    fn renders_the_default_template() {
+        // 2024-03-05T06:07:08.123Z
+        let t = at(1_709_618_828, 123_000_000);
+        assert_eq!(
+            render("{camera}/{time:%Y-%m-%d}/{camera}-{seq}.{ext}", 42, t),
+            "cam0/2024-03-05/cam0-0000000042.jpg"
+        );
+        assert_eq!(
+            render("{time:%Y%m%dT%H%M%S%.3f}_{seq:4}.{ext}", 7, t),
+            "20240305T060708.123_0007.jpg"
+        );
+        // A number wider than the padding is written whole.
+        assert_eq!(render("{seq:2}.{ext}", 12345, t), "12345.jpg");
+    }
+
+    #[test]
+    fn refuses_bad_templates() {
+        let cases = [
+            ("", TemplateError::Empty),
+            ("{camera}.jpg", TemplateError::NoSeq),
+            (
+                "{cam}-{seq}",
+                TemplateError::UnknownPlaceholder("cam".into()),
+            ),
+            ("{seq", TemplateError::Unclosed),
+            ("seq}", TemplateError::Unopened),
+            ("{seq:0}", TemplateError::SeqWidth("0".into())),
+            ("{seq:x}", TemplateError::SeqWidth("x".into())),
+            ("{time:%Q}/{seq}", TemplateError::TimeFormat("%Q".into())),
+        ];
+        for (template, expected) in cases {
+            assert_eq!(
+                Template::parse(template).unwrap_err(),
+                expected,
+                "{template}"
+            );
+        }
+        for escaping in [
+            "../{seq}.jpg",
+            "/tmp/{seq}.jpg",
+            "a/../../{seq}",
+            "{time:..}/{seq}",
+        ] {
+            assert!(
+                matches!(Template::parse(escaping), Err(TemplateError::LeavesDir(_))),
+                "{escaping}"
+            );
+        }
+        for hidden in [".{seq}.jpg", "a//{seq}", "./{seq}"] {
+            assert!(
+                matches!(Template::parse(hidden), Err(TemplateError::BadComponent(_))),
+                "{hidden}"
+            );
+        }
+    }
+
+    #[test]
+    fn matcher_reads_back_what_render_writes() {
+        let templates = [
+            "{camera}/{time:%Y-%m-%d}/{camera}-{seq}.{ext}",
+            "{time:%Y%m%dT%H%M%S%.3f}_{seq:4}.{ext}",
+            "{time:%b %e %H:%M}/{seq}-{camera}.{ext}",
+            "x{seq:3}y",
+        ];
+        for source in templates {
+            let template = Template::parse(source).unwrap();
+            let matcher = template.matcher("cam0", &["jpg", "png"]);
+            let mut name = String::new();
+            for (seq, time) in [
+                (0, at(0, 0)),
+                (99_999, at(1_709_618_828, 5)),
+                (7, at(2_000_000_000, 999_999_999)),
+            ] {
+                template.render("cam0", seq, time, TimeZone::Utc, "png", &mut name);
+                assert_eq!(matcher.seq(&name), Some(seq), "{source} -> {name}");
+            }
+        }
+    }
+
+    #[test]
+    fn matcher_refuses_what_is_not_ours() {
+        let template = Template::parse("{camera}/{time:%Y-%m-%d}/{camera}-{seq}.{ext}").unwrap();
+        let matcher = template.matcher("cam0", &["jpg"]);
+        assert_eq!(matcher.seq("cam0/2024-03-05/cam0-0000000042.jpg"), Some(42));
+        for foreign in [
+            "cam1/2024-03-05/cam1-0000000042.jpg",
+            "cam0/2024-03-05/cam0-0000000042.png",
+            "cam0/2024-03-05/notes.txt",
+            "cam0/2024-03-05/cam0-42.jpg",
+            "cam0/2024-03-05/.cam0-0000000042.jpg.tmp",
+            "cam0/cam0-0000000042.jpg",
+        ] {
+            assert_eq!(matcher.seq(foreign), None, "{foreign}");
+        }
+    }
+
+    #[test]
+    fn temp_names_round_trip() {
+        let mut tmp = String::new();
+        temp_name("cam0-0000000001.jpg", &mut tmp);
+        assert_eq!(tmp, ".cam0-0000000001.jpg.tmp");
+        assert_eq!(final_name_of_temp(&tmp), Some("cam0-0000000001.jpg"));
+        assert_eq!(final_name_of_temp("cam0-0000000001.jpg"), None);
+    }
+}
