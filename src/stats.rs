@@ -164,6 +164,7 @@ impl Stats {
     pub fn summary(&self) -> Summary {
         Summary {
             captured: self.captured.load(Relaxed),
+            picked: self.picked.load(Relaxed),
             written: self.written.load(Relaxed),
             bytes: self.bytes.load(Relaxed),
             dropped: DropReason::ALL.map(|r| (r, self.dropped(r))),
@@ -178,6 +179,8 @@ impl Stats {
 #[derive(Clone, Debug)]
 pub struct Summary {
     pub captured: u64,
+    /// Frames the schedule picked to become files.
+    pub picked: u64,
     pub written: u64,
     pub bytes: u64,
     pub dropped: [(DropReason, u64); 5],
@@ -192,8 +195,9 @@ impl fmt::Display for Summary {
         let total: u64 = self.dropped.iter().map(|(_, n)| n).sum();
         write!(
             f,
-            "captured {} frames, wrote {} files ({:.1} MiB), dropped {}",
+            "captured {} frames, picked {}, wrote {} files ({:.1} MiB), dropped {}",
             self.captured,
+            self.picked,
             self.written,
             self.bytes as f64 / (1 << 20) as f64,
             total

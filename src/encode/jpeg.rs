@@ -63,6 +63,8 @@ impl JpegEncoder {
     pub fn encode(&mut self, frame: &Frame) -> Result<&[u8], EncodeError> {
         let (w, h) = (frame.width as usize, frame.height as usize);
         let gray = self.subsampling == Subsampling::Gray;
+        // The stored image's size (an MJPEG frame's own header may differ).
+        let (mut width, mut height) = (frame.width, frame.height);
         let c = &mut self.compressor;
         match frame.format {
             PixelFormat::Rgb | PixelFormat::Rgba | PixelFormat::Gray => {
@@ -135,6 +137,7 @@ impl JpegEncoder {
                         .insert(Decompressor::new().map_err(EncodeError::Jpeg)?),
                 };
                 let header = d.read_header(&frame.data).map_err(EncodeError::Decode)?;
+                (width, height) = (header.width as u32, header.height as u32);
                 let format = if gray || header.subsamp == Subsamp::Gray {
                     TjFormat::GRAY
                 } else {
@@ -169,8 +172,12 @@ impl JpegEncoder {
             }
             PixelFormat::Gray16 => return Err(EncodeError::Unsupported(frame.format, "jpeg")),
         }
-        self.exif
-            .stamp(&self.jpeg, frame.captured_at, self.timezone, &mut self.file);
+        self.exif.stamp(
+            &self.jpeg,
+            (frame.captured_at, width, height),
+            self.timezone,
+            &mut self.file,
+        );
         Ok(&self.file)
     }
 }

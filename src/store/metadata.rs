@@ -63,81 +63,123 @@ pub struct Exif {
 
 enum Value<'a> {
     Ascii(&'a str),
+    Short(u16),
     Long(u32),
+    Rational(u32, u32),
+    Undefined([u8; 4]),
 }
 
-const ASCII: u16 = 2;
-const LONG: u16 = 4;
+impl Value<'_> {
+    /// TIFF type code, count, and the bytes the value takes.
+    fn shape(&self) -> (u16, u32, u32) {
+        match self {
+            Value::Ascii(s) => (2, s.len() as u32 + 1, s.len() as u32 + 1),
+            Value::Short(_) => (3, 1, 2),
+            Value::Long(_) => (4, 1, 4),
+            Value::Rational(..) => (5, 1, 8),
+            Value::Undefined(_) => (7, 4, 4),
+        }
+    }
+
+    fn write_data(&self, out: &mut Vec<u8>) {
+        match self {
+            Value::Ascii(s) => {
+                out.extend_from_slice(s.as_bytes());
+                out.push(0);
+            }
+            Value::Short(v) => out.extend_from_slice(&v.to_be_bytes()),
+            Value::Long(v) => out.extend_from_slice(&v.to_be_bytes()),
+            Value::Rational(n, d) => {
+                out.extend_from_slice(&n.to_be_bytes());
+                out.extend_from_slice(&d.to_be_bytes());
+            }
+            Value::Undefined(b) => out.extend_from_slice(b),
+        }
+    }
+}
+
+/// Writes one IFD at `at` (offset from the TIFF header) with its out-of-line
+/// values right after it; returns the offset just past them.
+fn write_ifd(out: &mut Vec<u8>, tiff: usize, entries: &[(u16, Value<'_>)]) -> u32 {
+    let at = (out.len() - tiff) as u32;
+    let mut data_at = at + 2 + 12 * entries.len() as u32 + 4;
+    out.extend_from_slice(&(entries.len() as u16).to_be_bytes());
+    for (tag, value) in entries {
+        let (kind, count, len) = value.shape();
+        out.extend_from_slice(&tag.to_be_bytes());
+        out.extend_from_slice(&kind.to_be_bytes());
+        out.extend_from_slice(&count.to_be_bytes());
+        if len <= 4 {
+            let start = out.len();
+            value.write_data(out);
+            out.resize(start + 4, 0);
+        } else {
+            out.extend_from_slice(&data_at.to_be_bytes());
+            data_at += len + (len & 1);
+        }
+    }
+    out.extend_from_slice(&0u32.to_be_bytes());
+    for (_, value) in entries {
+        if value.shape().2 > 4 {
+            value.write_data(out);
+            if out.len() % 2 == 1 {
+                out.push(0);
+            }
+        }
+    }
+    debug_assert_eq!((out.len() - tiff) as u32, data_at);
+    data_at
+}
 
 impl Exif {
-    /// The APP1 segment (marker included) for a frame captured at `captured_at`.
-    pub fn segment(&mut self, captured_at: SystemTime, tz: TimeZone) -> &[u8] {
+    /// The APP1 segment (marker included) for a `width`×`height` frame
+    /// captured at `captured_at`.
+    pub fn segment(
+        &mut self,
+        captured_at: SystemTime,
+        tz: TimeZone,
+        width: u32,
+        height: u32,
+    ) -> &[u8] {
         let time = self.time.get_or_insert_with(|| ExifTime {
             datetime: String::with_capacity(20),
             offset: String::with_capacity(7),
             subsec: String::with_capacity(10),
         });
         exif_time(captured_at, tz, time);
-        // Layout (offsets from the TIFF header): header 8, IFD0 (3 entries),
-        // Exif IFD (3 entries), then the strings.
-        const IFD_LEN: u32 = 2 + 3 * 12 + 4;
-        let exif_ifd = 8 + IFD_LEN;
-        let ifd0 = [
-            (0x0131, Value::Ascii(SOFTWARE)),
-            (0x0132, Value::Ascii(&time.datetime)),
-            (0x8769, Value::Long(exif_ifd)),
-        ];
-        let ifd1 = [
-            (0x9003, Value::Ascii(&time.datetime)),
-            (0x9010, Value::Ascii(&time.offset)),
-            (0x9291, Value::Ascii(&time.subsec)),
-        ];
         let out = &mut self.segment;
         out.clear();
         out.extend_from_slice(&[0xFF, 0xE1, 0, 0]);
         out.extend_from_slice(b"Exif\0\0");
         let tiff = out.len();
         out.extend_from_slice(b"MM\0\x2A\0\0\0\x08");
-        let mut data_at = 8 + 2 * IFD_LEN;
-        let mut data: [(u32, &str); 6] = [(0, ""); 6];
-        let mut strings = 0;
-        for (next, entries) in [(0u32, &ifd0), (0, &ifd1)] {
-            out.extend_from_slice(&(entries.len() as u16).to_be_bytes());
-            for (tag, value) in entries.iter() {
-                out.extend_from_slice(&u16::to_be_bytes(*tag));
-                match value {
-                    Value::Ascii(s) => {
-                        let count = s.len() as u32 + 1;
-                        out.extend_from_slice(&ASCII.to_be_bytes());
-                        out.extend_from_slice(&count.to_be_bytes());
-                        if count <= 4 {
-                            let mut inline = [0u8; 4];
-                            inline[..s.len()].copy_from_slice(s.as_bytes());
-                            out.extend_from_slice(&inline);
-                        } else {
-                            out.extend_from_slice(&data_at.to_be_bytes());
-                            data[strings] = (data_at, s);
-                            strings += 1;
-                            data_at += count + (count & 1);
-                        }
-                    }
-                    Value::Long(v) => {
-                        out.extend_from_slice(&LONG.to_be_bytes());
-                        out.extend_from_slice(&1u32.to_be_bytes());
-                        out.extend_from_slice(&v.to_be_bytes());
-                    }
-                }
-            }
-            out.extend_from_slice(&next.to_be_bytes());
-        }
-        for &(at, s) in &data[..strings] {
-            debug_assert_eq!(out.len() - tiff, at as usize);
-            out.extend_from_slice(s.as_bytes());
-            out.push(0);
-            if (s.len() + 1) % 2 == 1 {
-                out.push(0);
-            }
-        }
+        // IFD0 is written with a placeholder for the Exif IFD's offset, which
+        // is where IFD0's data ends.
+        let ifd0 = [
+            (0x011A, Value::Rational(72, 1)),
+            (0x011B, Value::Rational(72, 1)),
+            (0x0128, Value::Short(2)),
+            (0x0131, Value::Ascii(SOFTWARE)),
+            (0x0132, Value::Ascii(&time.datetime)),
+            (0x0213, Value::Short(1)),
+            (0x8769, Value::Long(0)),
+        ];
+        let pointer_at = tiff + 8 + 2 + 12 * 6 + 8;
+        let exif_at = write_ifd(out, tiff, &ifd0);
+        out[pointer_at..pointer_at + 4].copy_from_slice(&exif_at.to_be_bytes());
+        let exif = [
+            (0x9000, Value::Undefined(*b"0232")),
+            (0x9003, Value::Ascii(&time.datetime)),
+            (0x9010, Value::Ascii(&time.offset)),
+            (0x9011, Value::Ascii(&time.offset)),
+            (0x9101, Value::Undefined([1, 2, 3, 0])),
+            (0x9291, Value::Ascii(&time.subsec)),
+            (0xA000, Value::Undefined(*b"0100")),
+            (0xA001, Value::Short(1)),
+            (0xA002, Value::Long(width)),
+            (0xA003, Value::Long(height)),
+        ];
+        write_ifd(out, tiff, &exif);
         let len = (out.len() - 2) as u16;
         out[2..4].copy_from_slice(&len.to_be_bytes());
         &self.segment
@@ -145,12 +187,19 @@ impl Exif {
 
     /// Copies `jpeg` into `out` with the EXIF segment after SOI and the JFIF
     /// APP0 segment (where readers look for it).
-    pub fn stamp(&mut self, jpeg: &[u8], captured_at: SystemTime, tz: TimeZone, out: &mut Vec<u8>) {
+    pub fn stamp(
+        &mut self,
+        jpeg: &[u8],
+        frame: (SystemTime, u32, u32),
+        tz: TimeZone,
+        out: &mut Vec<u8>,
+    ) {
+        let (captured_at, width, height) = frame;
         let mut at = 2.min(jpeg.len());
         if jpeg.len() >= 6 && jpeg[2..4] == [0xFF, 0xE0] {
             at = (4 + usize::from(u16::from_be_bytes([jpeg[4], jpeg[5]]))).min(jpeg.len());
         }
-        let segment = self.segment(captured_at, tz);
+        let segment = self.segment(captured_at, tz, width, height);
         out.clear();
         out.reserve(jpeg.len() + segment.len());
         out.extend_from_slice(&jpeg[..at]);
@@ -174,7 +223,7 @@ mod tests {
     fn exif_segment_is_well_formed() {
         let mut exif = Exif::default();
         let t = SystemTime::UNIX_EPOCH + Duration::new(1_709_618_828, 123_456_789);
-        let seg = exif.segment(t, TimeZone::Utc).to_vec();
+        let seg = exif.segment(t, TimeZone::Utc, 64, 48).to_vec();
         assert_eq!(&seg[..2], &[0xFF, 0xE1]);
         assert_eq!(
             usize::from(u16::from_be_bytes([seg[2], seg[3]])),
@@ -192,7 +241,12 @@ mod tests {
         let jpeg = [0xFF, 0xD8, 0xFF, 0xE0, 0x00, 0x04, 0xAA, 0xBB, 0xFF, 0xD9];
         let mut exif = Exif::default();
         let mut out = Vec::new();
-        exif.stamp(&jpeg, SystemTime::UNIX_EPOCH, TimeZone::Utc, &mut out);
+        exif.stamp(
+            &jpeg,
+            (SystemTime::UNIX_EPOCH, 4, 2),
+            TimeZone::Utc,
+            &mut out,
+        );
         assert_eq!(&out[..8], &jpeg[..8]);
         assert_eq!(&out[8..10], &[0xFF, 0xE1]);
         assert_eq!(&out[out.len() - 2..], &[0xFF, 0xD9]);

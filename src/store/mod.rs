@@ -16,7 +16,7 @@ pub mod write;
 
 use std::fs::{self, File};
 use std::io;
-use std::os::unix::fs::DirBuilderExt;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use crate::config::Settings;
@@ -111,6 +111,7 @@ impl Store {
             .create(true)
             .truncate(false)
             .write(true)
+            .mode(out.file_mode)
             .open(&lock_path)
             .map_err(|source| StoreError::Lock {
                 path: lock_path.clone(),

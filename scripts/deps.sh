@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Installs what framerec needs on Debian 12, only when it is missing.
+#   scripts/deps.sh build   cmake, nasm, libclang (for the vendored libjpeg-turbo)
+#   scripts/deps.sh test    the above plus the independent checkers the tests use
+set -euo pipefail
+
+want=(cmake nasm libclang1-14)
+command -v cc >/dev/null 2>&1 || want+=(build-essential)
+if [[ ${1:-build} == test ]]; then
+  want+=(python3 python3-pil libimage-exiftool-perl imagemagick)
+fi
+
+missing=()
+for pkg in "${want[@]}"; do
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || missing+=("$pkg")
+done
+if ((${#missing[@]})); then
+  echo "installing: ${missing[*]}" >&2
+  sudo=()
+  if [[ $(id -u) != 0 ]]; then
+    command -v sudo >/dev/null || { echo "need root (or sudo) to install: ${missing[*]}" >&2; exit 1; }
+    sudo=(sudo)
+  fi
+  export DEBIAN_FRONTEND=noninteractive
+  "${sudo[@]}" apt-get update -qq
+  "${sudo[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+if ! command -v cargo >/dev/null 2>&1; then
+  echo "cargo is missing: install Rust 1.89 or newer (https://rustup.rs), then run this again" >&2
+  exit 1
+fi
