@@ -146,8 +146,8 @@ pub fn yuyv_to_planes(
         let u_row = &mut u[crow * cw..][..cw];
         let v_row = &mut v[crow * cw..][..cw];
         for x in 0..cw {
-            let uu = (u32::from(a[x * 4 + 1]) + u32::from(b[x * 4 + 1]) + 1) / 2;
-            let vv = (u32::from(a[x * 4 + 3]) + u32::from(b[x * 4 + 3]) + 1) / 2;
+            let uu = (u32::from(a[x * 4 + 1]) + u32::from(b[x * 4 + 1])).div_ceil(2);
+            let vv = (u32::from(a[x * 4 + 3]) + u32::from(b[x * 4 + 3])).div_ceil(2);
             u_row[x] = EXPAND_CHROMA[uu as usize];
             v_row[x] = EXPAND_CHROMA[vv as usize];
         }
@@ -230,8 +230,8 @@ pub fn rgb_to(
             for (o, p) in out.chunks_exact_mut(4).zip(rgb.chunks_exact(6)) {
                 let (y0, u0, v0) = rgb_to_yuv(p[0], p[1], p[2]);
                 let (y1, u1, v1) = rgb_to_yuv(p[3], p[4], p[5]);
-                let u = ((u16::from(u0) + u16::from(u1) + 1) / 2) as u8;
-                let v = ((u16::from(v0) + u16::from(v1) + 1) / 2) as u8;
+                let u = (u16::from(u0) + u16::from(u1)).div_ceil(2) as u8;
+                let v = (u16::from(v0) + u16::from(v1)).div_ceil(2) as u8;
                 o.copy_from_slice(&[y0, u, y1, v]);
             }
         }

@@ -234,7 +234,7 @@ mod tests {
         for t in &kept {
             let off = t % 600_000;
             assert!(
-                off < 10 || off > 600_000 - 10,
+                !(10..=600_000 - 10).contains(&off),
                 "{t} is {off} ms off the grid"
             );
         }

@@ -297,7 +297,7 @@ fn capture_time_is_in_the_image_and_the_manifest() {
         assert_eq!(captured_at.len(), 30, "{captured_at}");
         assert!(captured_at.ends_with('Z'));
         if format == "png" {
-            let decoded = decode(&[path.clone()]).remove(0);
+            let decoded = decode(std::slice::from_ref(path)).remove(0);
             assert_eq!(decoded.info["Creation Time"], captured_at);
         } else {
             let out = std::process::Command::new("exiftool")

@@ -346,3 +346,38 @@ fn walkdir(root: &std::path::Path) -> Vec<String> {
     }
     out
 }
+
+#[test]
+fn usr1_takes_a_snapshot_now_and_hup_does_not_stop_the_recorder() {
+    let env = Env::new();
+    env.config("[source]\nwidth = 64\nheight = 48\nfps = 30\n[snapshot]\nevery = \"1h\"\n");
+    let config = env.path("config.toml");
+    let mut child = env
+        .command(&["run", "--config", config.to_str().unwrap()])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !env.out().join(".framerec-cam0.lock").exists() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    signal(&child, "HUP");
+    for expected in 1..=2 {
+        signal(&child, "USR1");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while env.images().len() < expected && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert_eq!(env.images().len(), expected, "USR1 did not take a snapshot");
+    }
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "HUP stopped the recorder"
+    );
+    signal(&child, "TERM");
+    wait_with_timeout(&mut child, Duration::from_secs(30));
+    let output = child.wait_with_output().unwrap();
+    assert_success(&output);
+    assert!(stderr(&output).contains("reloading the config is not supported yet"));
+}

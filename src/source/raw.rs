@@ -19,6 +19,9 @@ use super::{Captured, SourceError};
 
 /// The largest JPEG accepted from a stream before it is taken for garbage.
 const MAX_JPEG: usize = 64 << 20;
+/// The pipe buffer asked for when stdin is a pipe (Linux's default limit
+/// for unprivileged processes).
+const PIPE_SIZE: usize = 1 << 20;
 /// How much is read at once from an MJPEG stream.
 const CHUNK: usize = 1 << 20;
 
@@ -62,7 +65,11 @@ impl Raw {
         format: PixelFormat,
     ) -> Result<Raw, SourceError> {
         let input = if path == Path::new("-") {
-            Input::Stdin(io::stdin())
+            let stdin = io::stdin();
+            // A bigger pipe means a frame arrives in a few reads, not a hundred
+            // 64 KiB ones. Not a pipe, or not allowed: carry on as it is.
+            let _ = rustix::pipe::fcntl_setpipe_size(&stdin, PIPE_SIZE);
+            Input::Stdin(stdin)
         } else {
             Input::File(File::open(path).map_err(|source| SourceError::Open {
                 path: path.to_owned(),
