@@ -92,12 +92,6 @@ impl Source {
         }
     }
 
-    /// Whether frames arrive on their own schedule (and would be lost if
-    /// capture waited).
-    pub fn is_live(&self) -> bool {
-        matches!(self, Source::Synthetic(_))
-    }
-
     /// Stretches of input that were not whole frames and were skipped.
     pub fn skipped(&self) -> u64 {
         match self {

@@ -69,7 +69,6 @@ pub struct FileInfo {
     pub height: u32,
     pub pixel_format: &'static str,
     pub format: ImageFormat,
-    pub dropped_before: u64,
 }
 
 impl FileInfo {
@@ -81,7 +80,6 @@ impl FileInfo {
             height: frame.height,
             pixel_format: frame.format.name(),
             format,
-            dropped_before: 0,
         }
     }
 }
@@ -111,32 +109,54 @@ impl<'s> Writer<'s> {
         bytes: &[u8],
         dropped_before: impl FnOnce(&WrittenFile) -> u64,
     ) -> Result<(WrittenFile, Option<WriteError>), WriteError> {
-        let store = self.store;
+        let Writer {
+            store,
+            name,
+            temp,
+            line,
+            current_dir,
+        } = self;
         store.template.render(
             &store.camera,
             info.seq,
             info.captured_at,
             store.timezone,
             info.format.extension(),
-            &mut self.name,
+            name,
         );
-        let (dir_part, file_name) = match self.name.rsplit_once('/') {
-            Some((d, f)) => (d, f),
-            None => ("", self.name.as_str()),
-        };
-        let final_path = store.dir.join(&self.name);
-        let dir_file = match &self.current_dir {
-            Some((current, file)) if current == dir_part => file,
-            _ => {
-                let file = open_dir(store, dir_part)?;
-                &self.current_dir.insert((dir_part.to_owned(), file)).1
-            }
-        };
-        naming::temp_name(file_name, &mut self.temp);
-        let temp_path = || final_path.with_file_name(&self.temp);
+        let (dir_part, file_name) = name.rsplit_once('/').unwrap_or(("", name.as_str()));
+        let final_path = store.dir.join(name.as_str());
+        naming::temp_name(file_name, temp);
+        let temp_path = || final_path.with_file_name(temp.as_str());
 
-        let mut file = create_temp(dir_file, &self.temp, store.file_mode)
-            .map_err(io_error("create", temp_path()))?;
+        let reopen = |current_dir: &mut Option<(String, File)>| -> Result<(), WriteError> {
+            *current_dir = Some((dir_part.to_owned(), open_dir(store, dir_part)?));
+            Ok(())
+        };
+        if current_dir
+            .as_ref()
+            .is_none_or(|(current, _)| current != dir_part)
+        {
+            reopen(current_dir)?;
+        }
+        let open = |current_dir: &Option<(String, File)>| match current_dir {
+            Some((_, dir)) => create_temp(dir, temp, store.file_mode),
+            None => Err(io::ErrorKind::NotFound.into()),
+        };
+        let mut created = open(current_dir);
+        if created
+            .as_ref()
+            .is_err_and(|e| e.kind() == io::ErrorKind::NotFound)
+        {
+            // The directory was removed under us (by a person or a cleanup
+            // job): make it again rather than fail every frame from now on.
+            reopen(current_dir)?;
+            created = open(current_dir);
+        }
+        let mut file = created.map_err(io_error("create", temp_path()))?;
+        let Some((_, dir_file)) = current_dir.as_ref() else {
+            unreachable!("the directory was opened above");
+        };
         let written = file
             .write_all(bytes)
             .map_err(io_error("write", temp_path()))
@@ -149,10 +169,9 @@ impl<'s> Writer<'s> {
             });
         drop(file);
         let renamed =
-            written.and_then(|()| rename_no_replace(dir_file, &self.temp, file_name, &final_path));
+            written.and_then(|()| rename_no_replace(dir_file, temp, file_name, &final_path));
         if let Err(e) = renamed {
-            let _ =
-                rustix::fs::unlinkat(dir_file, self.temp.as_str(), rustix::fs::AtFlags::empty());
+            let _ = rustix::fs::unlinkat(dir_file, temp.as_str(), rustix::fs::AtFlags::empty());
             return Err(e);
         }
         if store.fsync {
@@ -167,9 +186,9 @@ impl<'s> Writer<'s> {
         };
         let dropped = dropped_before(&file);
         if let Some(manifest) = &store.manifest {
-            let line = Line {
+            let entry = Line {
                 seq: info.seq,
-                path: &self.name,
+                path: name,
                 captured_at: Rfc3339(info.captured_at),
                 camera: &store.camera,
                 width: info.width,
@@ -179,7 +198,7 @@ impl<'s> Writer<'s> {
                 bytes: file.len,
                 dropped_before: dropped,
             };
-            if let Err(source) = manifest.append(&line, &mut self.line) {
+            if let Err(source) = manifest.append(&entry, line) {
                 // The image is durable; only its manifest line is missing.
                 let error = WriteError::Io {
                     op: "append to",
@@ -264,5 +283,66 @@ fn rename_no_replace(
             }
         }
         Err(e) => Err(io_error("rename into", final_path)(e.into())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Settings;
+
+    fn store(dir: &Path) -> Store {
+        let text = format!(
+            "camera = \"c\"\n[output]\ndir = \"{}\"\nname = \"{{time:%Y}}/{{seq}}.{{ext}}\"\n",
+            dir.display()
+        );
+        let settings = Settings::from_toml(&text, Path::new("t")).unwrap();
+        Store::open(&settings).unwrap().0
+    }
+
+    fn info(seq: u64) -> FileInfo {
+        FileInfo {
+            seq,
+            captured_at: SystemTime::UNIX_EPOCH,
+            width: 1,
+            height: 1,
+            pixel_format: "gray",
+            format: ImageFormat::Png,
+        }
+    }
+
+    #[test]
+    fn writes_whole_files_and_never_replaces_one() {
+        let root = tempfile::tempdir().unwrap();
+        let store = store(root.path());
+        let mut writer = Writer::new(&store);
+        let (file, manifest_error) = writer.write(info(1), b"first", |_| 0).unwrap();
+        assert!(manifest_error.is_none());
+        assert_eq!(file.path, root.path().join("1970/0000000001.png"));
+        assert_eq!(std::fs::read(&file.path).unwrap(), b"first");
+        let err = writer.write(info(1), b"second", |_| 0).unwrap_err();
+        assert!(matches!(err, WriteError::Exists { .. }), "{err}");
+        assert_eq!(std::fs::read(&file.path).unwrap(), b"first");
+        let left = std::fs::read_dir(root.path().join("1970")).unwrap().count();
+        assert_eq!(left, 1, "a temp file was left behind");
+        let mode = std::os::unix::fs::PermissionsExt::mode(
+            &std::fs::metadata(&file.path).unwrap().permissions(),
+        );
+        assert_eq!(mode & 0o007, 0, "readable by everyone: {mode:o}");
+    }
+
+    #[test]
+    fn a_directory_removed_while_recording_is_made_again() {
+        let root = tempfile::tempdir().unwrap();
+        let store = store(root.path());
+        let mut writer = Writer::new(&store);
+        writer.write(info(1), b"a", |_| 0).unwrap();
+        std::fs::remove_dir_all(root.path().join("1970")).unwrap();
+        let (file, _) = writer.write(info(2), b"b", |_| 0).unwrap();
+        assert_eq!(
+            std::fs::read(&file.path).unwrap(),
+            b"b",
+            "the file went into a deleted directory"
+        );
     }
 }
