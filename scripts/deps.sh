@@ -7,7 +7,7 @@ set -euo pipefail
 want=(cmake nasm libclang1-14)
 command -v cc >/dev/null 2>&1 || want+=(build-essential)
 if [[ ${1:-build} == test ]]; then
-  want+=(python3 python3-pil libimage-exiftool-perl imagemagick systemd)
+  want+=(python3 python3-pil libimage-exiftool-perl imagemagick systemd fiu-utils)
 fi
 
 missing=()

@@ -41,6 +41,21 @@ impl DropReason {
     }
 }
 
+/// Shows an error with its causes: `cannot write X: No space left on device`.
+pub struct Chain<'a>(pub &'a dyn std::error::Error);
+
+impl fmt::Display for Chain<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut source = self.0.source();
+        while let Some(cause) = source {
+            write!(f, ": {cause}")?;
+            source = cause.source();
+        }
+        Ok(())
+    }
+}
+
 /// Lets one log line through per interval and counts the rest.
 #[derive(Debug, Default)]
 pub struct RateLimit {

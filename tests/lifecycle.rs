@@ -383,3 +383,33 @@ fn usr1_takes_a_snapshot_now_and_hup_does_not_stop_the_recorder() {
     assert_success(&output);
     assert!(stderr(&output).contains("reloading the config is not supported yet"));
 }
+
+#[test]
+fn sigterm_stops_a_recorder_waiting_on_a_silent_pipe() {
+    let env = Env::new();
+    env.config("[source]\nkind = \"raw\"\npath = \"-\"\nwidth = 8\nheight = 8\n[snapshot]\nevery = \"frame\"\n");
+    let config = env.path("config.toml");
+    let mut child = env
+        .command(&["run", "--config", config.to_str().unwrap()])
+        .stdin(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Half a frame, then silence with the pipe still open.
+    {
+        use std::io::Write;
+        child.stdin.as_mut().unwrap().write_all(&[7u8; 96]).unwrap();
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    signal(&child, "TERM");
+    let started = Instant::now();
+    wait_with_timeout(&mut child, Duration::from_secs(10));
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "TERM took {:?}",
+        started.elapsed()
+    );
+    let output = child.wait_with_output().unwrap();
+    assert_success(&output);
+    assert!(env.images().is_empty());
+}

@@ -19,7 +19,7 @@ use crate::config::Settings;
 use crate::frame::{Frame, ImageFormat, PixelFormat, WrittenFile};
 use crate::ring::Consumer;
 use crate::source::mjpeg::JpegError;
-use crate::stats::{DropReason, Stats};
+use crate::stats::{Chain, DropReason, Stats};
 use crate::store::write::{FileInfo, Writer};
 use crate::store::Store;
 
@@ -145,13 +145,13 @@ pub fn run_worker(
             Err(false) => continue,
         };
         match encoder.encode(&frame) {
-            Err(e) => stats.frame_dropped(e.reason(), frame.seq, &e),
+            Err(e) => stats.frame_dropped(e.reason(), frame.seq, &Chain(&e)),
             Ok(bytes) => {
                 let info = FileInfo::of(&frame, format);
                 match writer.write(info, bytes, |f| stats.file_written(f.seq, &f.path, f.len)) {
                     Ok((file, manifest_error)) => {
                         if let Some(e) = manifest_error {
-                            stats.manifest_failed(file.seq, &e);
+                            stats.manifest_failed(file.seq, &Chain(&e));
                         }
                         if let Some(tx) = &written_tx {
                             let _ = tx.try_send(file);
@@ -163,7 +163,7 @@ pub fn run_worker(
                         } else {
                             DropReason::Write
                         };
-                        stats.frame_dropped(reason, frame.seq, &e);
+                        stats.frame_dropped(reason, frame.seq, &Chain(&e));
                     }
                 }
             }

@@ -80,7 +80,7 @@ impl Source {
     ) -> Result<Captured, SourceError> {
         match self {
             Source::Synthetic(s) => s.next_frame(frame, stop),
-            Source::Raw(r) => r.next_frame(frame),
+            Source::Raw(r) => r.next_frame(frame, stop),
         }
     }
 

@@ -9,7 +9,9 @@
 
 use std::fs::File;
 use std::io::{self, Read};
+use std::os::fd::{AsFd, BorrowedFd};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::SystemTime;
 
 use crate::frame::{Frame, PixelFormat};
@@ -31,6 +33,15 @@ enum Input {
     Stdin(io::Stdin),
 }
 
+impl Input {
+    fn fd(&self) -> BorrowedFd<'_> {
+        match self {
+            Input::File(f) => f.as_fd(),
+            Input::Stdin(s) => s.as_fd(),
+        }
+    }
+}
+
 impl Read for Input {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         match self {
@@ -43,6 +54,9 @@ impl Read for Input {
 /// The raw source. See the module docs.
 pub struct Raw {
     input: Input,
+    /// A pipe, socket or terminal: reads can block, so wait with a timeout
+    /// that lets a stop through.
+    can_block: bool,
     path: PathBuf,
     width: u32,
     height: u32,
@@ -76,8 +90,12 @@ impl Raw {
                 source,
             })?)
         };
+        let can_block = rustix::fs::fstat(input.fd()).map_or(true, |st| {
+            rustix::fs::FileType::from_raw_mode(st.st_mode) != rustix::fs::FileType::RegularFile
+        });
         Ok(Raw {
             input,
+            can_block,
             path: path.to_owned(),
             width,
             height,
@@ -95,11 +113,15 @@ impl Raw {
         (self.skipped, self.skipped_bytes)
     }
 
-    /// Reads the next frame into `frame`.
-    pub fn next_frame(&mut self, frame: &mut Frame) -> Result<Captured, SourceError> {
+    /// Reads the next frame into `frame`. A stop ends a wait for input.
+    pub fn next_frame(
+        &mut self,
+        frame: &mut Frame,
+        stop: &AtomicBool,
+    ) -> Result<Captured, SourceError> {
         let captured = match self.format.frame_len(self.width, self.height) {
-            Some(len) => self.read_fixed(frame, len)?,
-            None => self.read_jpeg(frame)?,
+            Some(len) => self.read_fixed(frame, len, stop)?,
+            None => self.read_jpeg(frame, stop)?,
         };
         if captured == Captured::Frame {
             frame.captured_at = SystemTime::now();
@@ -115,10 +137,48 @@ impl Raw {
         }
     }
 
-    fn read_fixed(&mut self, frame: &mut Frame, len: usize) -> Result<Captured, SourceError> {
+    /// Waits until input can be read; false if a stop came first.
+    fn wait_readable(&self, stop: &AtomicBool) -> bool {
+        if !self.can_block {
+            return !stop.load(Ordering::Relaxed);
+        }
+        let timeout = rustix::event::Timespec {
+            tv_sec: 0,
+            tv_nsec: 200_000_000,
+        };
+        loop {
+            if stop.load(Ordering::Relaxed) {
+                return false;
+            }
+            let fd = self.input.fd();
+            let mut fds = [rustix::event::PollFd::new(
+                &fd,
+                rustix::event::PollFlags::IN,
+            )];
+            match rustix::event::poll(&mut fds, Some(&timeout)) {
+                Ok(0) | Err(rustix::io::Errno::INTR) => continue,
+                // Readable, at end, or an error the read itself will report.
+                _ => return true,
+            }
+        }
+    }
+
+    fn read_fixed(
+        &mut self,
+        frame: &mut Frame,
+        len: usize,
+        stop: &AtomicBool,
+    ) -> Result<Captured, SourceError> {
         frame.data.resize(len, 0);
         let mut filled = 0;
         while filled < len {
+            if !self.wait_readable(stop) {
+                if filled > 0 {
+                    self.skipped += 1;
+                    self.skipped_bytes += filled as u64;
+                }
+                return Ok(Captured::End);
+            }
             match self.input.read(&mut frame.data[filled..len]) {
                 Ok(0) => break,
                 Ok(n) => filled += n,
@@ -145,9 +205,9 @@ impl Raw {
         Ok(Captured::Frame)
     }
 
-    /// Reads more input into `pending`; false at end of input.
-    fn fill(&mut self) -> Result<bool, SourceError> {
-        if self.eof {
+    /// Reads more input into `pending`; false at end of input or on a stop.
+    fn fill(&mut self, stop: &AtomicBool) -> Result<bool, SourceError> {
+        if self.eof || !self.wait_readable(stop) {
             return Ok(false);
         }
         if self.start > 0 && self.start >= self.pending.len() / 2 {
@@ -181,7 +241,7 @@ impl Raw {
         self.start += bytes;
     }
 
-    fn read_jpeg(&mut self, frame: &mut Frame) -> Result<Captured, SourceError> {
+    fn read_jpeg(&mut self, frame: &mut Frame, stop: &AtomicBool) -> Result<Captured, SourceError> {
         loop {
             let data = &self.pending[self.start..];
             match mjpeg::extent(data) {
@@ -198,7 +258,7 @@ impl Raw {
                     self.skip(next, JpegError::Truncated);
                 }
                 Ok(None) => {
-                    if !self.fill()? {
+                    if !self.fill(stop)? {
                         let rest = self.pending.len() - self.start;
                         if rest > 0 {
                             self.skip(rest, JpegError::Truncated);
@@ -220,7 +280,7 @@ impl Raw {
                             let keep = usize::from(data.last() == Some(&0xFF));
                             let n = data.len() - keep;
                             self.skip(n, why);
-                            if !self.fill()? {
+                            if !self.fill(stop)? {
                                 let rest = self.pending.len() - self.start;
                                 self.start += rest;
                                 return Ok(Captured::End);
@@ -261,7 +321,7 @@ mod tests {
         let mut frames = Vec::new();
         loop {
             let mut frame = Frame::with_capacity(0);
-            match raw.next_frame(&mut frame).unwrap() {
+            match raw.next_frame(&mut frame, &AtomicBool::new(false)).unwrap() {
                 Captured::Frame => frames.push(frame),
                 Captured::End => return frames,
             }

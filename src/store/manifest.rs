@@ -102,7 +102,13 @@ impl Manifest {
         serde_json::to_writer(&mut *buf, line).map_err(io::Error::other)?;
         buf.push(b'\n');
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        state.file.write_all(buf)?;
+        if let Err(e) = state.file.write_all(buf) {
+            // Part of the line may be on disk (a full disk): end it, so the
+            // next line starts on a line of its own. (Not a truncate: another
+            // camera's recorder may append to the same manifest.)
+            let _ = state.file.write_all(b"\n");
+            return Err(e);
+        }
         state.dirty = true;
         if self.fsync && state.last_sync.elapsed() >= SYNC_EVERY {
             state.file.sync_data()?;
