@@ -102,13 +102,7 @@ impl Manifest {
         serde_json::to_writer(&mut *buf, line).map_err(io::Error::other)?;
         buf.push(b'\n');
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        if let Err(e) = state.file.write_all(buf) {
-            // Part of the line may be on disk (a full disk): end it, so the
-            // next line starts on a line of its own. (Not a truncate: another
-            // camera's recorder may append to the same manifest.)
-            let _ = state.file.write_all(b"\n");
-            return Err(e);
-        }
+        write_line(&state.file, buf)?;
         state.dirty = true;
         if self.fsync && state.last_sync.elapsed() >= SYNC_EVERY {
             state.file.sync_data()?;
@@ -127,6 +121,27 @@ impl Manifest {
         }
         Ok(())
     }
+}
+
+/// Writes one whole line. If only part of it gets written (a full disk),
+/// the part is ended with a newline so the next line starts on its own
+/// (not truncated away: another camera's recorder may share the manifest).
+fn write_line(file: &File, line: &[u8]) -> io::Result<()> {
+    let mut written = 0;
+    while written < line.len() {
+        match rustix::io::write(file, &line[written..]) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => written += n,
+            Err(rustix::io::Errno::INTR) => continue,
+            Err(e) => {
+                if written > 0 {
+                    let _ = rustix::io::write(file, b"\n");
+                }
+                return Err(e.into());
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Reads the last 64 KiB: the highest `seq` there, and whether the file ends
