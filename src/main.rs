@@ -1,7 +1,7 @@
 //! The `framerec` command: parse, load the config, dispatch, map errors to
 //! exit codes. Everything else lives in the library.
 
-use std::io::IsTerminal;
+use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -72,10 +72,15 @@ fn load(config: Option<&PathBuf>) -> Result<Settings, ConfigError> {
     }
 }
 
+/// Prints a line to stderr; if even that fails there is no one left to tell.
+fn say(message: std::fmt::Arguments<'_>) {
+    let _ = writeln!(std::io::stderr(), "{message}");
+}
+
 fn report_config_error(error: &ConfigError) -> ExitCode {
-    eprintln!("framerec: {error:#}");
+    say(format_args!("framerec: {error:#}"));
     if let ConfigError::Read { source, .. } = error {
-        eprintln!("  {source}");
+        say(format_args!("  {source}"));
     }
     Exit::Config.into()
 }
@@ -89,18 +94,23 @@ fn main() -> ExitCode {
         )
         .with_target(false)
         .with_ansi(std::io::stderr().is_terminal())
+        // A log line that cannot be written (stderr closed, disk full under a
+        // redirect) is lost; it must never take the recorder down.
+        .log_internal_errors(false)
         .with_writer(std::io::stderr)
         .init();
     match cli.command {
         Command::Check { config } => match Settings::load(&config) {
-            Ok(settings) => {
-                println!("{settings}");
-                Exit::Success.into()
-            }
+            Ok(settings) => match writeln!(std::io::stdout(), "{settings}") {
+                Ok(()) => Exit::Success.into(),
+                Err(_) => Exit::Failure.into(),
+            },
             Err(e) => report_config_error(&e),
         },
         Command::Devices => {
-            eprintln!("framerec: camera capture is not supported by this build yet, so no cameras can be listed");
+            say(format_args!(
+                "framerec: camera capture is not supported by this build yet, so no cameras can be listed"
+            ));
             Exit::Failure.into()
         }
         Command::Run {
@@ -115,7 +125,7 @@ fn main() -> ExitCode {
             match record(&settings, Limits { frames, duration }) {
                 Ok(()) => Exit::Success.into(),
                 Err(e) => {
-                    eprintln!("framerec: {e:#}");
+                    say(format_args!("framerec: {e:#}"));
                     Exit::Failure.into()
                 }
             }
