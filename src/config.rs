@@ -19,6 +19,8 @@ use crate::store::naming::{Template, TimeZone};
 
 /// Largest accepted frame side, in pixels.
 pub const MAX_SIDE: u32 = 16_384;
+/// The most memory the ring's frame buffers may take together.
+pub const MAX_RING_BYTES: u64 = 8 << 30;
 
 /// Everything framerec needs to record, validated.
 #[derive(Clone, Debug)]
@@ -933,6 +935,25 @@ fn validate(raw: RawConfig, problems: &mut Problems<'_>) -> Option<Settings> {
         }
     });
 
+    // Every buffer is allocated up front: refuse a ring that cannot fit.
+    if let (Some(pf), Some(w), Some(h), Some(frames), Some(threads)) =
+        (pixel_format, width, height, ring_frames, threads)
+    {
+        let frame = crate::source::buffer_capacity(w, h, pf) as u64;
+        let buffers = (frames + threads + crate::ring::HELD_BY_CAPTURE) as u64;
+        if frame * buffers > MAX_RING_BYTES {
+            problems.add(
+                ring.frames.as_ref().map(|v| v.span()),
+                "ring.frames",
+                format!(
+                    "{buffers} buffers of {w}x{h} {pf} take {} MiB, more than the {} MiB allowed: lower ring.frames or the frame size",
+                    (frame * buffers) >> 20,
+                    MAX_RING_BYTES >> 20
+                ),
+            );
+        }
+    }
+
     if !ok || !problems.list.is_empty() {
         return None;
     }
@@ -1202,6 +1223,10 @@ threads = 1000
             ("[retention]\nmax_bytes = \"1GiB\"\n", "retention"),
             ("[output]\nname = \"../{seq}.{ext}\"\n", "output.name"),
             ("[snapshot]\nevery = \"0s\"\n", "snapshot.every"),
+            (
+                "[source]\nwidth = 16384\nheight = 16384\n[ring]\nframes = 64\n",
+                "ring.frames",
+            ),
         ];
         for (text, key) in cases {
             let found = problems(text);

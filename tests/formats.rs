@@ -258,13 +258,7 @@ fn reads_raw_frames_from_stdin() {
     env.config(&format!(
         "[source]\nkind = \"raw\"\npath = \"-\"\nwidth = {W}\nheight = {H}\n[ring]\nwhen_full = \"block\"\n[snapshot]\nevery = \"frame\"\nformat = \"png\"\n"
     ));
-    let config = env.path("config.toml");
-    let mut child = env
-        .command(&["run", "--config", config.to_str().unwrap()])
-        .stdin(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = env.spawn(true);
     {
         use std::io::Write;
         let mut stdin = child.stdin.take().unwrap();

@@ -6,7 +6,6 @@ mod common;
 use common::*;
 use std::collections::HashSet;
 use std::path::PathBuf;
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 /// A small, fast synthetic camera writing every frame.
@@ -98,12 +97,7 @@ fn sigterm_drains_every_captured_frame_and_exits_0() {
         "[source]\nwidth = 640\nheight = 480\nfps = 30\n[ring]\nframes = 16\nwhen_full = \"drop-newest\"\n\
          [snapshot]\nevery = \"frame\"\nformat = \"png\"\ncompression = \"best\"\n[encoder]\nthreads = 1\n",
     );
-    let config = env.path("config.toml");
-    let mut child = env
-        .command(&["run", "--config", config.to_str().unwrap()])
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = env.spawn(false);
     std::thread::sleep(Duration::from_millis(1500));
     let before = env.images().len();
     signal(&child, "TERM");
@@ -135,12 +129,7 @@ fn a_second_sigterm_exits_at_once_with_whole_files() {
         "[source]\nwidth = 640\nheight = 480\nfps = 60\n[ring]\nframes = 256\nwhen_full = \"drop-newest\"\n\
          [snapshot]\nevery = \"frame\"\nformat = \"png\"\ncompression = \"best\"\n[encoder]\nthreads = 1\n",
     );
-    let config = env.path("config.toml");
-    let mut child = env
-        .command(&["run", "--config", config.to_str().unwrap()])
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = env.spawn(false);
     std::thread::sleep(Duration::from_millis(2000));
     signal(&child, "TERM");
     std::thread::sleep(Duration::from_millis(100));
@@ -161,7 +150,6 @@ fn a_second_sigterm_exits_at_once_with_whole_files() {
 fn sigkill_at_random_moments_never_leaves_a_partial_file() {
     let env = Env::new();
     synthetic(&env, 300, "format = \"png\"\n[ring]\nframes = 8");
-    let config = env.path("config.toml");
     let seed = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
@@ -174,11 +162,7 @@ fn sigkill_at_random_moments_never_leaves_a_partial_file() {
         state ^= state >> 7;
         state ^= state << 17;
         let delay = Duration::from_millis(150 + state % 400);
-        let mut child = env
-            .command(&["run", "--config", config.to_str().unwrap()])
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
+        let mut child = env.spawn(false);
         std::thread::sleep(delay);
         child.kill().unwrap();
         child.wait().unwrap();
@@ -245,16 +229,8 @@ fn a_second_recorder_on_the_same_files_is_refused() {
     let env = Env::new();
     synthetic(&env, 10, "");
     let config = env.path("config.toml");
-    let mut first = env
-        .command(&["run", "--config", config.to_str().unwrap()])
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !env.out().join(".framerec-cam.lock").exists() && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    std::thread::sleep(Duration::from_millis(200));
+    let mut first = env.spawn(false);
+    env.wait_for_lock("cam");
     let second = env.run(&["run", "--config", config.to_str().unwrap(), "--frames", "1"]);
     signal(&first, "TERM");
     wait_with_timeout(&mut first, Duration::from_secs(30));
@@ -307,13 +283,7 @@ fn the_demo_config_needs_no_file() {
     let env = Env::new();
     let output = env.run(&["run", "--frames", "1"]);
     assert_success(&output);
-    let images: Vec<String> = {
-        let mut found = Vec::new();
-        for entry in walkdir(&env.path("frames")) {
-            found.push(entry);
-        }
-        found
-    };
+    let images = files_under(&env.path("frames"));
     assert_eq!(
         images.iter().filter(|f| f.ends_with(".jpg")).count(),
         1,
@@ -328,42 +298,12 @@ fn the_demo_config_needs_no_file() {
     assert_eq!((decoded.width, decoded.height), (1280, 720));
 }
 
-fn walkdir(root: &std::path::Path) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut stack = vec![root.to_owned()];
-    while let Some(dir) = stack.pop() {
-        for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
-            let path = entry.path();
-            if path.is_dir() {
-                stack.push(path);
-            } else {
-                out.push(
-                    path.strip_prefix(root)
-                        .unwrap()
-                        .to_string_lossy()
-                        .into_owned(),
-                );
-            }
-        }
-    }
-    out
-}
-
 #[test]
 fn usr1_takes_a_snapshot_now_and_hup_does_not_stop_the_recorder() {
     let env = Env::new();
     env.config("[source]\nwidth = 64\nheight = 48\nfps = 30\n[snapshot]\nevery = \"1h\"\n");
-    let config = env.path("config.toml");
-    let mut child = env
-        .command(&["run", "--config", config.to_str().unwrap()])
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !env.out().join(".framerec-cam0.lock").exists() && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    std::thread::sleep(Duration::from_millis(300));
+    let mut child = env.spawn(false);
+    env.wait_for_lock("cam0");
     signal(&child, "HUP");
     for expected in 1..=2 {
         signal(&child, "USR1");
@@ -388,13 +328,7 @@ fn usr1_takes_a_snapshot_now_and_hup_does_not_stop_the_recorder() {
 fn sigterm_stops_a_recorder_waiting_on_a_silent_pipe() {
     let env = Env::new();
     env.config("[source]\nkind = \"raw\"\npath = \"-\"\nwidth = 8\nheight = 8\n[snapshot]\nevery = \"frame\"\n");
-    let config = env.path("config.toml");
-    let mut child = env
-        .command(&["run", "--config", config.to_str().unwrap()])
-        .stdin(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = env.spawn(true);
     // Half a frame, then silence with the pipe still open.
     {
         use std::io::Write;

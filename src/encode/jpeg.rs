@@ -3,13 +3,11 @@
 //! tables, no RGB detour); MJPEG frames that must be re-encoded are decoded
 //! first. The capture time goes into an EXIF segment.
 
-use turbojpeg::{
-    Compressor, Decompressor, Image, OutputBuf, PixelFormat as TjFormat, Subsamp, YuvPlanesImage,
-};
+use turbojpeg::{Compressor, Image, OutputBuf, PixelFormat as TjFormat, Subsamp, YuvPlanesImage};
 
-use super::EncodeError;
+use super::{EncodeError, MjpegDecoder};
 use crate::config::Subsampling;
-use crate::convert::{expand_luma_of, nv12_to_planes, sized, yuyv_to_planes, Planes};
+use crate::convert::{expand_luma_of, nv12_to_planes, yuyv_to_planes, Planes};
 use crate::frame::{Frame, PixelFormat};
 use crate::store::metadata::Exif;
 use crate::store::naming::TimeZone;
@@ -17,7 +15,7 @@ use crate::store::naming::TimeZone;
 /// A JPEG encoder, one per worker thread; all its buffers are reused.
 pub struct JpegEncoder {
     compressor: Compressor,
-    decompressor: Option<Decompressor>,
+    decoder: MjpegDecoder,
     subsampling: Subsampling,
     jpeg: OutputBuf<'static>,
     planes: Planes,
@@ -48,7 +46,7 @@ impl JpegEncoder {
             .map_err(EncodeError::Jpeg)?;
         Ok(JpegEncoder {
             compressor,
-            decompressor: None,
+            decoder: MjpegDecoder::default(),
             subsampling,
             jpeg: OutputBuf::new_owned(),
             planes: Planes::default(),
@@ -130,41 +128,19 @@ impl JpegEncoder {
                     .map_err(EncodeError::Jpeg)?;
             }
             PixelFormat::Mjpeg => {
-                let d = match &mut self.decompressor {
-                    Some(d) => d,
-                    None => self
-                        .decompressor
-                        .insert(Decompressor::new().map_err(EncodeError::Jpeg)?),
-                };
-                let header = d.read_header(&frame.data).map_err(EncodeError::Decode)?;
-                (width, height) = (header.width as u32, header.height as u32);
-                let format = if gray || header.subsamp == Subsamp::Gray {
-                    TjFormat::GRAY
+                let shape = self.decoder.decode(&frame.data, gray, &mut self.scratch)?;
+                (width, height) = (shape.width as u32, shape.height as u32);
+                let (format, sub) = if shape.gray {
+                    (TjFormat::GRAY, Subsamp::Gray)
                 } else {
-                    TjFormat::RGB
-                };
-                let pitch = header.width * format.size();
-                let pixels = sized(&mut self.scratch, pitch * header.height);
-                let image = Image {
-                    pixels,
-                    width: header.width,
-                    pitch,
-                    height: header.height,
-                    format,
-                };
-                d.decompress(&frame.data, image)
-                    .map_err(EncodeError::Decode)?;
-                let sub = if format == TjFormat::GRAY {
-                    Subsamp::Gray
-                } else {
-                    subsamp(self.subsampling)
+                    (TjFormat::RGB, subsamp(self.subsampling))
                 };
                 c.set_subsamp(sub).map_err(EncodeError::Jpeg)?;
                 let image = Image {
                     pixels: self.scratch.as_slice(),
-                    width: header.width,
-                    pitch,
-                    height: header.height,
+                    width: shape.width,
+                    pitch: shape.width * format.size(),
+                    height: shape.height,
                     format,
                 };
                 c.compress(image, &mut self.jpeg)

@@ -58,6 +58,61 @@ impl EncodeError {
     }
 }
 
+/// Decodes MJPEG frames (with libjpeg-turbo) for the encoders that must
+/// re-encode them; made on first use, then reused.
+#[derive(Default)]
+pub struct MjpegDecoder {
+    decompressor: Option<turbojpeg::Decompressor>,
+}
+
+/// The shape of a decoded MJPEG frame.
+#[derive(Clone, Copy, Debug)]
+pub struct DecodedShape {
+    pub width: usize,
+    pub height: usize,
+    /// One byte a pixel (gray) rather than three (RGB).
+    pub gray: bool,
+}
+
+impl MjpegDecoder {
+    /// Decodes `jpeg` into `out`: gray if the JPEG is gray or `force_gray`,
+    /// RGB otherwise.
+    pub fn decode(
+        &mut self,
+        jpeg: &[u8],
+        force_gray: bool,
+        out: &mut Vec<u8>,
+    ) -> Result<DecodedShape, EncodeError> {
+        let d = match &mut self.decompressor {
+            Some(d) => d,
+            None => self
+                .decompressor
+                .insert(turbojpeg::Decompressor::new().map_err(EncodeError::Jpeg)?),
+        };
+        let header = d.read_header(jpeg).map_err(EncodeError::Decode)?;
+        let gray = force_gray || header.subsamp == turbojpeg::Subsamp::Gray;
+        let format = if gray {
+            turbojpeg::PixelFormat::GRAY
+        } else {
+            turbojpeg::PixelFormat::RGB
+        };
+        let pitch = header.width * format.size();
+        let image = turbojpeg::Image {
+            pixels: crate::convert::sized(out, pitch * header.height),
+            width: header.width,
+            pitch,
+            height: header.height,
+            format,
+        };
+        d.decompress(jpeg, image).map_err(EncodeError::Decode)?;
+        Ok(DecodedShape {
+            width: header.width,
+            height: header.height,
+            gray,
+        })
+    }
+}
+
 /// One worker's encoder.
 pub enum Encoder {
     Jpeg(Box<jpeg::JpegEncoder>),

@@ -4,18 +4,17 @@
 //! The capture time goes into a `Creation Time` text chunk.
 
 use png::{BitDepth, ColorType, Compression};
-use turbojpeg::{Decompressor, Image, PixelFormat as TjFormat, Subsamp};
 
-use super::EncodeError;
+use super::{EncodeError, MjpegDecoder};
 use crate::config::PngCompression;
-use crate::convert::{nv12_to_rgb, sized, swap16, yuyv_to_rgb};
+use crate::convert::{nv12_to_rgb, swap16, yuyv_to_rgb};
 use crate::frame::{Frame, PixelFormat};
 use crate::store::metadata::{png_creation_time, SOFTWARE};
 
 /// A PNG encoder, one per worker thread; its buffers are reused.
 pub struct PngEncoder {
     compression: Compression,
-    decompressor: Option<Decompressor>,
+    decoder: MjpegDecoder,
     scratch: Vec<u8>,
     file: Vec<u8>,
 }
@@ -28,7 +27,7 @@ impl PngEncoder {
                 PngCompression::Default => Compression::Balanced,
                 PngCompression::Best => Compression::High,
             },
-            decompressor: None,
+            decoder: MjpegDecoder::default(),
             scratch: Vec::new(),
             file: Vec::new(),
         }
@@ -55,31 +54,14 @@ impl PngEncoder {
                 (ColorType::Rgb, BitDepth::Eight, &self.scratch)
             }
             PixelFormat::Mjpeg => {
-                let d = match &mut self.decompressor {
-                    Some(d) => d,
-                    None => self
-                        .decompressor
-                        .insert(Decompressor::new().map_err(EncodeError::Jpeg)?),
-                };
-                let header = d.read_header(&frame.data).map_err(EncodeError::Decode)?;
-                let (format, color) = if header.subsamp == Subsamp::Gray {
-                    (TjFormat::GRAY, ColorType::Grayscale)
+                let shape = self.decoder.decode(&frame.data, false, &mut self.scratch)?;
+                width = shape.width as u32;
+                height = shape.height as u32;
+                let color = if shape.gray {
+                    ColorType::Grayscale
                 } else {
-                    (TjFormat::RGB, ColorType::Rgb)
+                    ColorType::Rgb
                 };
-                let pitch = header.width * format.size();
-                let pixels = sized(&mut self.scratch, pitch * header.height);
-                let image = Image {
-                    pixels,
-                    width: header.width,
-                    pitch,
-                    height: header.height,
-                    format,
-                };
-                d.decompress(&frame.data, image)
-                    .map_err(EncodeError::Decode)?;
-                width = header.width as u32;
-                height = header.height as u32;
                 (color, BitDepth::Eight, &self.scratch)
             }
         };

@@ -121,25 +121,33 @@ pub fn check_whole(data: &[u8]) -> Result<JpegExtent, JpegError> {
     }
 }
 
+/// A small JPEG for tests: a pattern that differs with `seed`.
+#[cfg(test)]
+pub(crate) fn test_jpeg(width: usize, height: usize, progressive: bool, seed: usize) -> Vec<u8> {
+    let pixels: Vec<u8> = (0..width * height * 3)
+        .map(|i| ((i + seed) * 7 % 251) as u8)
+        .collect();
+    let image = turbojpeg::Image {
+        pixels: pixels.as_slice(),
+        width,
+        pitch: width * 3,
+        height,
+        format: turbojpeg::PixelFormat::RGB,
+    };
+    let mut compressor = turbojpeg::Compressor::new().expect("a compressor");
+    compressor.set_quality(80).expect("quality");
+    compressor
+        .set_progressive(progressive)
+        .expect("progressive");
+    compressor.compress_to_vec(image).expect("a test JPEG")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn sample(width: usize, height: usize, progressive: bool) -> Vec<u8> {
-        let pixels: Vec<u8> = (0..width * height * 3)
-            .map(|i| (i * 7 % 251) as u8)
-            .collect();
-        let image = turbojpeg::Image {
-            pixels: pixels.as_slice(),
-            width,
-            pitch: width * 3,
-            height,
-            format: turbojpeg::PixelFormat::RGB,
-        };
-        let mut c = turbojpeg::Compressor::new().unwrap();
-        c.set_quality(80).unwrap();
-        c.set_progressive(progressive).unwrap();
-        c.compress_to_vec(image).unwrap()
+        test_jpeg(width, height, progressive, 0)
     }
 
     #[test]

@@ -303,18 +303,8 @@ mod tests {
     use super::*;
     use std::io::Write;
 
-    fn jpeg(width: usize, height: usize, shade: u8) -> Vec<u8> {
-        let pixels = vec![shade; width * height * 3];
-        let image = turbojpeg::Image {
-            pixels: pixels.as_slice(),
-            width,
-            pitch: width * 3,
-            height,
-            format: turbojpeg::PixelFormat::RGB,
-        };
-        turbojpeg::compress(image, 80, turbojpeg::Subsamp::Sub2x2)
-            .unwrap()
-            .to_vec()
+    fn jpeg(width: usize, height: usize, seed: usize) -> Vec<u8> {
+        super::mjpeg::test_jpeg(width, height, false, seed)
     }
 
     fn read_all(raw: &mut Raw) -> Vec<Frame> {

@@ -81,6 +81,28 @@ impl Env {
         output
     }
 
+    /// Starts `framerec run --config <config.toml>` in the background, with
+    /// stderr captured and stdin piped when `stdin` is true.
+    pub fn spawn(&self, stdin: bool) -> Child {
+        let config = self.path("config.toml");
+        let mut cmd = self.command(&["run", "--config", config.to_str().unwrap()]);
+        cmd.stderr(Stdio::piped());
+        if stdin {
+            cmd.stdin(Stdio::piped());
+        }
+        cmd.spawn().expect("framerec starts")
+    }
+
+    /// Waits until a running recorder has taken its lock (it is recording).
+    pub fn wait_for_lock(&self, camera: &str) {
+        let lock = self.out().join(format!(".framerec-{camera}.lock"));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !lock.exists() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+
     /// The manifest's lines, in order.
     pub fn manifest(&self) -> Vec<serde_json::Value> {
         let text = std::fs::read_to_string(self.out().join("manifest.jsonl")).unwrap_or_default();
@@ -93,10 +115,7 @@ impl Env {
 
     /// Every regular file below `out/` (relative paths, sorted).
     pub fn files(&self) -> Vec<String> {
-        let mut found = Vec::new();
-        walk(&self.out(), &self.out(), &mut found);
-        found.sort();
-        found
+        files_under(&self.out())
     }
 
     /// The image files below `out/` (not the manifest or lock).
@@ -108,23 +127,27 @@ impl Env {
     }
 }
 
-fn walk(root: &Path, dir: &Path, found: &mut Vec<String>) {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return;
-    };
-    for entry in entries.flatten() {
-        let path = entry.path();
-        if path.is_dir() {
-            walk(root, &path, found);
-        } else {
-            found.push(
-                path.strip_prefix(root)
-                    .unwrap()
-                    .to_string_lossy()
-                    .into_owned(),
-            );
+/// Every regular file below `root` (relative paths, sorted).
+pub fn files_under(root: &Path) -> Vec<String> {
+    let mut found = Vec::new();
+    let mut stack = vec![root.to_owned()];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                stack.push(path);
+            } else {
+                found.push(
+                    path.strip_prefix(root)
+                        .unwrap()
+                        .to_string_lossy()
+                        .into_owned(),
+                );
+            }
         }
     }
+    found.sort();
+    found
 }
 
 pub fn wait_with_timeout(child: &mut Child, limit: Duration) {
