@@ -279,6 +279,18 @@ fn rename_no_replace(
                 Err(rustix::io::Errno::EXIST) => Err(WriteError::Exists {
                     path: final_path.to_owned(),
                 }),
+                // No hard links either (FAT, some FUSE filesystems): look, then
+                // rename. Only a foreign writer could race us here: our own
+                // numbers are guarded by the lock.
+                Err(rustix::io::Errno::PERM | rustix::io::Errno::NOTSUP) => {
+                    match rustix::fs::statat(dir, to, rustix::fs::AtFlags::SYMLINK_NOFOLLOW) {
+                        Ok(_) => Err(WriteError::Exists {
+                            path: final_path.to_owned(),
+                        }),
+                        Err(_) => rustix::fs::renameat(dir, from, dir, to)
+                            .map_err(|e| io_error("rename into", final_path)(e.into())),
+                    }
+                }
                 Err(e) => Err(io_error("rename into", final_path)(e.into())),
             }
         }
