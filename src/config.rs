@@ -15,6 +15,7 @@ use serde::de::{self, Deserialize, Deserializer, Visitor};
 use toml::Spanned;
 
 use crate::frame::{ImageFormat, PixelFormat};
+use crate::retention::plan::{MinFree, Quota};
 use crate::store::naming::{Template, TimeZone};
 
 /// Largest accepted frame side, in pixels.
@@ -31,6 +32,8 @@ pub struct Settings {
     pub ring: RingSettings,
     pub snapshot: SnapshotSettings,
     pub output: OutputSettings,
+    /// The quota; empty when `[retention]` gives no limit.
+    pub retention: Quota,
     pub encoder: EncoderSettings,
 }
 
@@ -558,6 +561,32 @@ fn in_range(
     }
 }
 
+/// A size such as `"50GiB"`, `"500 MB"` or a plain number of bytes.
+fn parse_size_value(
+    value: &Spanned<StringOrInt>,
+    key: &str,
+    problems: &mut Problems<'_>,
+) -> Option<u64> {
+    match value.get_ref() {
+        StringOrInt::Int(n) if *n >= 0 => Some(*n as u64),
+        StringOrInt::Int(n) => {
+            problems.at(value, key, format!("{n} is negative"));
+            None
+        }
+        StringOrInt::Str(text) => match parse_size::parse_size(text.trim()) {
+            Ok(bytes) => Some(bytes),
+            Err(e) => {
+                problems.at(
+                    value,
+                    key,
+                    format!("\"{text}\" is not a size such as \"50GiB\" or \"500MB\" ({e})"),
+                );
+                None
+            }
+        },
+    }
+}
+
 fn parse_mode(value: &Spanned<String>, key: &str, problems: &mut Problems<'_>) -> Option<u32> {
     match u32::from_str_radix(value.get_ref(), 8) {
         Ok(mode) if mode <= 0o777 => Some(mode),
@@ -904,22 +933,57 @@ fn validate(raw: RawConfig, problems: &mut Problems<'_>) -> Option<Settings> {
         });
 
     // [retention]
-    if let Some(retention) = &raw.retention {
-        let spans = [
-            retention.max_bytes.as_ref().map(|v| v.span()),
-            retention.max_files.as_ref().map(|v| v.span()),
-            retention.max_age.as_ref().map(|v| v.span()),
-            retention.min_free.as_ref().map(|v| v.span()),
-        ];
-        if let Some(span) = spans.into_iter().flatten().next() {
-            problems.add(
-                Some(span),
-                "retention",
-                "quotas are not enforced by this build yet; remove [retention] rather than trust a limit that would not hold",
-            );
-            ok = false;
+    let retention = raw.retention.unwrap_or_default();
+    let max_bytes = retention.max_bytes.as_ref().and_then(|v| {
+        let bytes = parse_size_value(v, "retention.max_bytes", problems)?;
+        if bytes == 0 {
+            problems.at(v, "retention.max_bytes", "must be more than 0");
+            return None;
         }
-    }
+        Some(bytes)
+    });
+    let max_files = retention
+        .max_files
+        .as_ref()
+        .and_then(|v| in_range(v, "retention.max_files", 1..=i64::MAX, problems).map(|n| n as u64));
+    let max_age = retention
+        .max_age
+        .as_ref()
+        .and_then(|v| match parse_duration(v.get_ref()) {
+            Ok(d) if d >= Duration::from_secs(1) => Some(d),
+            Ok(_) => {
+                problems.at(v, "retention.max_age", "must be at least 1s");
+                None
+            }
+            Err(e) => {
+                problems.at(v, "retention.max_age", e);
+                None
+            }
+        });
+    let min_free = retention.min_free.as_ref().and_then(|v| {
+        if let StringOrInt::Str(text) = v.get_ref() {
+            if let Some(percent) = text.trim().strip_suffix('%') {
+                return match percent.trim().parse::<f64>() {
+                    Ok(p) if p > 0.0 && p < 100.0 => Some(MinFree::Percent(p)),
+                    _ => {
+                        problems.at(
+                            v,
+                            "retention.min_free",
+                            format!("\"{text}\" is not a percentage between 0% and 100%"),
+                        );
+                        None
+                    }
+                };
+            }
+        }
+        parse_size_value(v, "retention.min_free", problems).map(MinFree::Bytes)
+    });
+    let quota = Quota {
+        max_bytes,
+        max_files,
+        max_age,
+        min_free,
+    };
 
     // [encoder]
     let encoder = raw.encoder.unwrap_or_default();
@@ -988,6 +1052,7 @@ fn validate(raw: RawConfig, problems: &mut Problems<'_>) -> Option<Settings> {
             file_mode: file_mode?,
             dir_mode: dir_mode?,
         },
+        retention: quota,
         encoder: EncoderSettings { threads: threads? },
     })
 }
@@ -1033,6 +1098,24 @@ impl fmt::Display for Settings {
         writeln!(f, "manifest = {}", self.output.manifest)?;
         writeln!(f, "file_mode = \"{:04o}\"", self.output.file_mode)?;
         writeln!(f, "dir_mode = \"{:04o}\"", self.output.dir_mode)?;
+        let q = &self.retention;
+        if !q.is_empty() {
+            writeln!(f, "\n[retention]")?;
+            if let Some(b) = q.max_bytes {
+                writeln!(f, "max_bytes = {b}")?;
+            }
+            if let Some(n) = q.max_files {
+                writeln!(f, "max_files = {n}")?;
+            }
+            if let Some(d) = q.max_age {
+                writeln!(f, "max_age = \"{}\"", humantime::format_duration(d))?;
+            }
+            match q.min_free {
+                Some(MinFree::Bytes(b)) => writeln!(f, "min_free = {b}")?,
+                Some(MinFree::Percent(p)) => writeln!(f, "min_free = \"{p}%\"")?,
+                None => {}
+            }
+        }
         writeln!(f, "\n[encoder]")?;
         write!(f, "threads = {}", self.encoder.threads)
     }
@@ -1099,6 +1182,11 @@ fsync = false
 manifest = false
 file_mode = "0644"
 dir_mode = "0755"
+[retention]
+max_bytes = "50GiB"
+max_files = 1000000
+max_age = "30d"
+min_free = "10%"
 [encoder]
 threads = 3
 "#;
@@ -1114,6 +1202,10 @@ threads = 3
         assert_eq!((s.output.file_mode, s.output.dir_mode), (0o644, 0o755));
         assert_eq!(s.output.timezone, TimeZone::Local);
         assert_eq!(s.encoder.threads, 3);
+        assert_eq!(s.retention.max_bytes, Some(50 << 30));
+        assert_eq!(s.retention.max_files, Some(1_000_000));
+        assert_eq!(s.retention.max_age, Some(Duration::from_secs(30 * 86_400)));
+        assert_eq!(s.retention.min_free, Some(MinFree::Percent(10.0)));
         // The printed settings are themselves a valid config giving the same result.
         let again = Settings::from_toml(&s.to_string(), Path::new("y")).unwrap();
         assert_eq!(again.to_string(), s.to_string());
@@ -1220,7 +1312,11 @@ threads = 1000
             ("[source]\npath = \"x.rgb\"\n", "source.path"),
             ("[ring]\nwhen_full = \"block\"\n", "ring.when_full"),
             ("[source]\nkind = \"camera\"\n", "source.kind"),
-            ("[retention]\nmax_bytes = \"1GiB\"\n", "retention"),
+            ("[retention]\nmax_bytes = \"lots\"\n", "retention.max_bytes"),
+            ("[retention]\nmax_bytes = 0\n", "retention.max_bytes"),
+            ("[retention]\nmax_files = 0\n", "retention.max_files"),
+            ("[retention]\nmax_age = \"0s\"\n", "retention.max_age"),
+            ("[retention]\nmin_free = \"150%\"\n", "retention.min_free"),
             ("[output]\nname = \"../{seq}.{ext}\"\n", "output.name"),
             ("[snapshot]\nevery = \"0s\"\n", "snapshot.every"),
             (

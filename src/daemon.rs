@@ -25,11 +25,12 @@ use crossbeam_channel::{Receiver, Sender};
 use crate::config::Settings;
 use crate::encode::{run_worker, Encoder, PanicGuard};
 use crate::frame::Frame;
+use crate::retention::{self, index::Index, Retention};
 use crate::ring::{ring, Producer, Pushed};
 use crate::schedule::Schedule;
 use crate::source::{buffer_capacity, Captured, Source, SourceError};
 use crate::stats::{DropReason, Stats, Summary};
-use crate::store::Store;
+use crate::store::{Store, EXTENSIONS};
 
 /// What signals (or tests) ask the supervisor to do.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -111,8 +112,24 @@ pub fn run(
     control_rx: &Receiver<Control>,
     limits: Limits,
 ) -> anyhow::Result<Summary> {
-    let (store, found) = Store::open(settings)?;
+    let quota = settings.retention;
+    let mut index =
+        (!quota.is_empty()).then(|| Index::new(&settings.output.name, &settings.camera));
+    let scan_started = Instant::now();
+    let (store, found) = Store::open(settings, index.as_mut())?;
     let next_seq = found.next_seq();
+    if let Some(index) = &mut index {
+        index.shrink();
+        let usage = index.usage();
+        tracing::info!(
+            files = usage.files,
+            mib = usage.bytes >> 20,
+            scan_ms = scan_started.elapsed().as_millis() as u64,
+            index_kib = index.memory() >> 10,
+            "retention: indexed the files on disk"
+        );
+        retention::warn_about_quota(&quota, store.dir());
+    }
     tracing::info!(
         camera = %settings.camera,
         source = source.name(),
@@ -140,15 +157,40 @@ pub fn run(
     let flags = Flags::default();
     let schedule = Schedule::new(settings.snapshot.every);
 
+    let (retention_handle, requests) = Retention::channel();
+    let retention_handle = index.is_some().then_some(retention_handle);
+
     let capture_result = std::thread::scope(|scope| -> anyhow::Result<()> {
+        if let Some(index) = index {
+            let matcher = settings.output.name.matcher(&settings.camera, &EXTENSIONS);
+            let retention = Retention::new(
+                store.dir(),
+                quota,
+                index,
+                matcher,
+                settings.output.name.depth(),
+                &stats,
+            );
+            let failed = &flags.failed;
+            std::thread::Builder::new()
+                .name("retention".into())
+                .spawn_scoped(scope, move || {
+                    let _guard = PanicGuard(failed);
+                    retention.run(requests);
+                })
+                .context("cannot start the retention thread")?;
+        } else {
+            drop(requests);
+        }
         for k in 0..threads {
             let consumer = consumer.clone();
+            let retention = retention_handle.clone();
             let (store, stats, flags) = (&store, &stats, &flags);
             std::thread::Builder::new()
                 .name(format!("encoder-{k}"))
                 .spawn_scoped(scope, move || {
                     let _guard = PanicGuard(&flags.failed);
-                    if let Err(e) = run_worker(consumer, settings, store, stats, None) {
+                    if let Err(e) = run_worker(consumer, settings, store, stats, retention) {
                         tracing::error!(error = %e, "cannot set up an encoder");
                         flags.failed.store(true, Ordering::SeqCst);
                     }
@@ -156,6 +198,8 @@ pub fn run(
                 .context("cannot start an encoder thread")?;
         }
         drop(consumer);
+        // The workers hold the only handles now: retention ends after them.
+        drop(retention_handle);
         let capture = std::thread::Builder::new()
             .name("capture".into())
             .spawn_scoped(scope, || {

@@ -24,6 +24,7 @@ pub mod convert;
 pub mod daemon;
 pub mod encode;
 pub mod frame;
+pub mod retention;
 pub mod ring;
 pub mod schedule;
 pub mod source;

@@ -103,6 +103,9 @@ pub struct Stats {
     limits: [RateLimit; 5],
     pub manifest_failures: AtomicU64,
     manifest_limit: RateLimit,
+    /// Files retention deleted to keep the quota, and their bytes.
+    pub deleted_files: AtomicU64,
+    pub deleted_bytes: AtomicU64,
 }
 
 impl Default for Stats {
@@ -126,6 +129,8 @@ impl Stats {
             limits: Default::default(),
             manifest_failures: AtomicU64::new(0),
             manifest_limit: RateLimit::default(),
+            deleted_files: AtomicU64::new(0),
+            deleted_bytes: AtomicU64::new(0),
         }
     }
 
@@ -185,6 +190,8 @@ impl Stats {
             dropped: DropReason::ALL.map(|r| (r, self.dropped(r))),
             missed_ticks: self.missed_ticks.load(Relaxed),
             skipped_input: self.skipped_input.load(Relaxed),
+            deleted_files: self.deleted_files.load(Relaxed),
+            deleted_bytes: self.deleted_bytes.load(Relaxed),
             elapsed: self.started.elapsed(),
         }
     }
@@ -201,6 +208,8 @@ pub struct Summary {
     pub dropped: [(DropReason, u64); 5],
     pub missed_ticks: u64,
     pub skipped_input: u64,
+    pub deleted_files: u64,
+    pub deleted_bytes: u64,
     pub elapsed: Duration,
 }
 
@@ -229,6 +238,14 @@ impl fmt::Display for Summary {
         write!(f, ", missed ticks {}", self.missed_ticks)?;
         if self.skipped_input > 0 {
             write!(f, ", skipped input {}", self.skipped_input)?;
+        }
+        if self.deleted_files > 0 {
+            write!(
+                f,
+                ", deleted {} old files ({:.1} MiB)",
+                self.deleted_files,
+                self.deleted_bytes as f64 / (1 << 20) as f64
+            )?;
         }
         write!(
             f,

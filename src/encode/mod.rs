@@ -13,8 +13,6 @@ pub mod png;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use crossbeam_channel::Sender;
-
 use crate::config::Settings;
 use crate::frame::{Frame, ImageFormat, PixelFormat, WrittenFile};
 use crate::ring::Consumer;
@@ -181,13 +179,13 @@ impl Drop for PanicGuard<'_> {
 }
 
 /// A worker thread's loop: pop, encode, write, release, until the ring is
-/// closed and empty. Written files are announced on `written_tx` if given.
+/// closed and empty. Written files are reported to `retention`, if any.
 pub fn run_worker(
     consumer: Consumer,
     settings: &Settings,
     store: &Store,
     stats: &Stats,
-    written_tx: Option<Sender<WrittenFile>>,
+    retention: Option<crate::retention::Handle>,
 ) -> Result<(), EncodeError> {
     // Made here: libjpeg-turbo's buffers belong to one thread.
     let mut encoder = Encoder::for_settings(settings)?;
@@ -203,13 +201,21 @@ pub fn run_worker(
             Err(e) => stats.frame_dropped(e.reason(), frame.seq, &Chain(&e)),
             Ok(bytes) => {
                 let info = FileInfo::of(&frame, format);
-                match writer.write(info, bytes, |f| stats.file_written(f.seq, &f.path, f.len)) {
+                let dropped_before = |f: &WrittenFile| stats.file_written(f.seq, &f.path, f.len);
+                let mut result = writer.write(info, bytes, dropped_before);
+                if let (Err(e), Some(retention)) = (&result, &retention) {
+                    // A full disk with a quota to keep: make room, try once more.
+                    if e.is_disk_full() && retention.make_room(bytes.len() as u64 * 2 + (1 << 20)) {
+                        result = writer.write(info, bytes, dropped_before);
+                    }
+                }
+                match result {
                     Ok((file, manifest_error)) => {
                         if let Some(e) = manifest_error {
                             stats.manifest_failed(file.seq, &Chain(&e));
                         }
-                        if let Some(tx) = &written_tx {
-                            let _ = tx.try_send(file);
+                        if let Some(retention) = &retention {
+                            retention.written(file);
                         }
                     }
                     Err(e) => {

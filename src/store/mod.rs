@@ -20,6 +20,7 @@ use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use crate::config::Settings;
+use crate::retention::index::Index;
 use manifest::Manifest;
 use naming::{NameMatcher, Template, TimeZone};
 
@@ -94,8 +95,12 @@ pub struct Store {
 }
 
 impl Store {
-    /// Opens `output.dir` for recording. See the module docs.
-    pub fn open(settings: &Settings) -> Result<(Store, Found), StoreError> {
+    /// Opens `output.dir` for recording. See the module docs. With `index`,
+    /// every owned file found is recorded in it (for retention).
+    pub fn open(
+        settings: &Settings,
+        index: Option<&mut Index>,
+    ) -> Result<(Store, Found), StoreError> {
         let out = &settings.output;
         let dir = out.dir.clone();
         fs::DirBuilder::new()
@@ -134,8 +139,14 @@ impl Store {
             }
         }
         let matcher = out.name.matcher(&settings.camera, &EXTENSIONS);
+        let mut visit = index.map(|index| {
+            move |owned: Owned<'_>| {
+                index.insert(owned.seq, owned.relative, owned.bytes, owned.mtime)
+            }
+        });
+        let visit = visit.as_mut().map(|v| v as &mut dyn FnMut(Owned<'_>));
         let mut found =
-            scan(&dir, out.name.depth(), &matcher).map_err(|source| StoreError::Scan {
+            scan(&dir, out.name.depth(), &matcher, visit).map_err(|source| StoreError::Scan {
                 path: dir.clone(),
                 source,
             })?;
@@ -181,9 +192,26 @@ impl Store {
     }
 }
 
+/// An owned file found by [`scan`].
+#[derive(Clone, Copy, Debug)]
+pub struct Owned<'a> {
+    pub seq: u64,
+    /// Relative to the output directory, '/'-separated.
+    pub relative: &'a str,
+    pub bytes: u64,
+    /// Modification time, seconds since the Unix epoch.
+    pub mtime: u64,
+}
+
 /// Walks `dir` down to `depth` levels: counts owned files, finds the highest
-/// sequence number, and removes owned temp files (`.NAME.tmp`).
-pub fn scan(dir: &Path, depth: usize, matcher: &NameMatcher) -> io::Result<Found> {
+/// sequence number, and removes owned temp files (`.NAME.tmp`). With `visit`,
+/// each owned file is also stat'ed and handed to it.
+pub fn scan(
+    dir: &Path,
+    depth: usize,
+    matcher: &NameMatcher,
+    mut visit: Option<&mut dyn FnMut(Owned<'_>)>,
+) -> io::Result<Found> {
     let mut found = Found::default();
     let mut stack: Vec<(PathBuf, String, usize)> = vec![(dir.to_owned(), String::new(), 1)];
     let mut relative = String::new();
@@ -228,6 +256,18 @@ pub fn scan(dir: &Path, depth: usize, matcher: &NameMatcher) -> io::Result<Found
             if let Some(seq) = matcher.seq(&relative) {
                 found.files += 1;
                 found.highest_seq = found.highest_seq.max(Some(seq));
+                if let Some(visit) = visit.as_mut() {
+                    match entry.metadata() {
+                        Ok(meta) => visit(Owned {
+                            seq,
+                            relative: &relative,
+                            bytes: meta.len(),
+                            mtime: meta.modified().map_or(0, crate::retention::epoch_secs),
+                        }),
+                        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                        Err(e) => return Err(e),
+                    }
+                }
             }
         }
     }
@@ -261,7 +301,7 @@ mod tests {
         .unwrap();
         fs::write(day.join(".cam0-0000000013.jpg.tmp"), b"partial").unwrap();
         fs::write(day.join(".other.tmp"), b"not ours").unwrap();
-        let found = scan(root.path(), template.depth(), &matcher).unwrap();
+        let found = scan(root.path(), template.depth(), &matcher, None).unwrap();
         assert_eq!(
             found,
             Found {

@@ -147,35 +147,44 @@ impl Template {
         ext: &str,
         out: &mut String,
     ) {
-        out.clear();
-        for part in &self.parts {
-            // Writing into a String cannot fail.
-            let _ = match part {
-                Part::Literal(s) => {
-                    out.push_str(s);
-                    Ok(())
-                }
-                Part::Camera => {
-                    out.push_str(camera);
-                    Ok(())
-                }
-                Part::Seq { width } => write!(out, "{seq:0width$}"),
-                Part::Time { items } => {
-                    let utc: DateTime<Utc> = captured_at.into();
-                    match tz {
-                        TimeZone::Utc => write!(out, "{}", utc.format_with_items(items.iter())),
-                        TimeZone::Local => write!(
-                            out,
-                            "{}",
-                            utc.with_timezone(&Local).format_with_items(items.iter())
-                        ),
-                    }
-                }
-                Part::Ext => {
-                    out.push_str(ext);
-                    Ok(())
-                }
-            };
+        render_parts(&self.parts, camera, seq, captured_at, tz, ext, out);
+    }
+
+    /// The parts after the last '/' (the file name's own parts).
+    fn file_parts(&self) -> &[Part] {
+        let last_slash = self
+            .parts
+            .iter()
+            .rposition(|p| matches!(p, Part::Literal(s) if s.contains('/')));
+        match last_slash {
+            Some(i) => &self.parts[i..],
+            None => &self.parts,
+        }
+    }
+
+    /// Whether a file's name (not its directory) follows from the camera,
+    /// sequence number and extension alone, with no time in it.
+    pub fn file_name_is_derivable(&self) -> bool {
+        !self
+            .file_parts()
+            .iter()
+            .any(|p| matches!(p, Part::Time { .. }))
+    }
+
+    /// Renders only the file name of snapshot `seq` (meaningful when
+    /// [`Template::file_name_is_derivable`]).
+    pub fn render_file_name(&self, camera: &str, seq: u64, ext: &str, out: &mut String) {
+        render_parts(
+            self.file_parts(),
+            camera,
+            seq,
+            SystemTime::UNIX_EPOCH,
+            TimeZone::Utc,
+            ext,
+            out,
+        );
+        if let Some(i) = out.rfind('/') {
+            out.drain(..=i);
         }
     }
 
@@ -241,6 +250,47 @@ impl Template {
         // The pattern is built from escaped literals and fixed fragments.
         let regex = Regex::new(&pattern).unwrap_or_else(|_| Regex::new("^$").expect("valid"));
         NameMatcher { regex }
+    }
+}
+
+fn render_parts(
+    parts: &[Part],
+    camera: &str,
+    seq: u64,
+    captured_at: SystemTime,
+    tz: TimeZone,
+    ext: &str,
+    out: &mut String,
+) {
+    out.clear();
+    for part in parts {
+        // Writing into a String cannot fail.
+        let _ = match part {
+            Part::Literal(s) => {
+                out.push_str(s);
+                Ok(())
+            }
+            Part::Camera => {
+                out.push_str(camera);
+                Ok(())
+            }
+            Part::Seq { width } => write!(out, "{seq:0width$}"),
+            Part::Time { items } => {
+                let utc: DateTime<Utc> = captured_at.into();
+                match tz {
+                    TimeZone::Utc => write!(out, "{}", utc.format_with_items(items.iter())),
+                    TimeZone::Local => write!(
+                        out,
+                        "{}",
+                        utc.with_timezone(&Local).format_with_items(items.iter())
+                    ),
+                }
+            }
+            Part::Ext => {
+                out.push_str(ext);
+                Ok(())
+            }
+        };
     }
 }
 

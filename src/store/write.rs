@@ -309,7 +309,7 @@ mod tests {
             dir.display()
         );
         let settings = Settings::from_toml(&text, Path::new("t")).unwrap();
-        Store::open(&settings).unwrap().0
+        Store::open(&settings, None).unwrap().0
     }
 
     fn info(seq: u64) -> FileInfo {

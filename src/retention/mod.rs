@@ -1,0 +1,391 @@
+//! Retention: keeps the output inside its quota by deleting framerec's own
+//! oldest files, for months, on the real filesystem.
+//!
+//! - [`index`]: the compact index of owned files (seq, size, time, place).
+//! - [`plan`]: the pure planner that says how many of the oldest must go.
+//! - this module: the retention thread. It starts from the start-up scan,
+//!   learns of each written file from the encoders, of files people or sync
+//!   tools delete, move or add from an inotify watcher, and rescans now and
+//!   then as a safety net. It enforces the quota after every file and once a
+//!   second (for `max_age` and `min_free`), and frees room on request when a
+//!   write found the disk full.
+//!
+//! Only names the template could have produced for this camera are ever
+//! deleted; notes, other cameras' files and anything else are left alone.
+//! Directories emptied by deletions are removed.
+
+pub mod index;
+pub mod plan;
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant, SystemTime};
+
+use crossbeam_channel::{bounded, select, tick, Receiver, Sender};
+use notify::{EventKind, RecursiveMode, Watcher};
+
+use crate::frame::WrittenFile;
+use crate::stats::{Chain, RateLimit, Stats};
+use crate::store::naming::NameMatcher;
+use index::Index;
+use plan::{plan_deletions, Quota, Reason, Space};
+
+/// How often quotas that change with time (`max_age`, `min_free`) are checked.
+const CHECK_EVERY: Duration = Duration::from_secs(1);
+/// How long to wait after a directory is removed or moved from outside
+/// before rescanning (several such events usually come together).
+const RESCAN_DELAY: Duration = Duration::from_secs(2);
+
+/// What the encoders tell the retention thread.
+#[derive(Debug)]
+pub enum Request {
+    /// A file is durable.
+    Written(WrittenFile),
+    /// A write found the disk full: free at least this many bytes, then answer.
+    MakeRoom { bytes: u64, reply: Sender<bool> },
+}
+
+/// The encoders' handle on the retention thread.
+#[derive(Clone)]
+pub struct Handle {
+    tx: Sender<Request>,
+}
+
+impl Handle {
+    /// Tells retention about a written file (never blocks: if the queue is
+    /// full, the next rescan finds the file).
+    pub fn written(&self, file: WrittenFile) {
+        let _ = self.tx.try_send(Request::Written(file));
+    }
+
+    /// Asks for `bytes` of room and waits (up to a few seconds) for the
+    /// answer: true if anything was deleted.
+    pub fn make_room(&self, bytes: u64) -> bool {
+        let (reply, answer) = bounded(1);
+        if self
+            .tx
+            .send_timeout(Request::MakeRoom { bytes, reply }, Duration::from_secs(5))
+            .is_err()
+        {
+            return false;
+        }
+        answer
+            .recv_timeout(Duration::from_secs(10))
+            .unwrap_or(false)
+    }
+}
+
+/// Seconds since the Unix epoch of a file time.
+pub fn epoch_secs(t: SystemTime) -> u64 {
+    t.duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// Space on the filesystem holding `dir`.
+pub fn space_of(dir: &Path) -> Option<Space> {
+    let st = rustix::fs::statvfs(dir).ok()?;
+    Some(Space {
+        available: st.f_bavail.saturating_mul(st.f_frsize),
+        total: st.f_blocks.saturating_mul(st.f_frsize),
+    })
+}
+
+/// Logs the quotas that the filesystem makes impossible or meaningless.
+pub fn warn_about_quota(quota: &Quota, dir: &Path) {
+    let Some(space) = space_of(dir) else { return };
+    if let Some(max_bytes) = quota.max_bytes {
+        if max_bytes > space.total {
+            tracing::warn!(
+                max_bytes,
+                filesystem_bytes = space.total,
+                dir = %dir.display(),
+                "retention.max_bytes is larger than the whole filesystem: the disk will fill first (add min_free)"
+            );
+        }
+    }
+    if let Some(min_free) = quota.min_free {
+        if min_free.bytes(space.total) >= space.total {
+            tracing::warn!(
+                min_free = min_free.bytes(space.total),
+                filesystem_bytes = space.total,
+                dir = %dir.display(),
+                "retention.min_free is as large as the filesystem: every file but the newest will be deleted"
+            );
+        }
+    }
+}
+
+/// The retention thread's state.
+pub struct Retention<'a> {
+    root: PathBuf,
+    quota: Quota,
+    index: Index,
+    matcher: NameMatcher,
+    depth: usize,
+    stats: &'a Stats,
+    /// Directories this thread removed, so their events are not news.
+    removed_dirs: HashSet<PathBuf>,
+    rescan_at: Option<Instant>,
+    error_limit: RateLimit,
+    started: Instant,
+    /// Rescan every so often even when nothing looks wrong.
+    rescan_every: Duration,
+}
+
+impl<'a> Retention<'a> {
+    pub fn new(
+        root: &Path,
+        quota: Quota,
+        index: Index,
+        matcher: NameMatcher,
+        depth: usize,
+        stats: &'a Stats,
+    ) -> Retention<'a> {
+        Retention {
+            root: root.to_owned(),
+            quota,
+            index,
+            matcher,
+            depth,
+            stats,
+            removed_dirs: HashSet::new(),
+            rescan_at: None,
+            error_limit: RateLimit::default(),
+            started: Instant::now(),
+            rescan_every: Duration::from_secs(600),
+        }
+    }
+
+    /// The channel the encoders send on, and the receiving end for `run`.
+    pub fn channel() -> (Handle, Receiver<Request>) {
+        let (tx, rx) = bounded(1024);
+        (Handle { tx }, rx)
+    }
+
+    fn log_error(&self, what: &str, error: &dyn std::error::Error) {
+        if let Some(suppressed) = self
+            .error_limit
+            .allow(self.started.elapsed().as_millis() as u64)
+        {
+            tracing::warn!(error = %Chain(error), similar_suppressed = suppressed, "retention: {what}");
+        }
+    }
+
+    /// Runs until every [`Handle`] is dropped (the encoders are done).
+    pub fn run(mut self, requests: Receiver<Request>) {
+        let (event_tx, events) = bounded::<notify::Result<notify::Event>>(4096);
+        let watcher = notify::recommended_watcher(event_tx).and_then(|mut w| {
+            w.watch(&self.root, RecursiveMode::Recursive)?;
+            Ok(w)
+        });
+        let _watcher = match watcher {
+            Ok(w) => Some(w),
+            Err(e) => {
+                tracing::warn!(
+                    error = %Chain(&e),
+                    dir = %self.root.display(),
+                    "cannot watch the output directory; changes made by others are seen at the next rescan"
+                );
+                self.rescan_every = Duration::from_secs(60);
+                None
+            }
+        };
+        let checks = tick(CHECK_EVERY);
+        let mut last_rescan = Instant::now();
+        self.enforce(0);
+        loop {
+            select! {
+                recv(requests) -> request => match request {
+                    Ok(Request::Written(file)) => {
+                        self.record(&file.path, Some(file.len));
+                        self.enforce(0);
+                    }
+                    Ok(Request::MakeRoom { bytes, reply }) => {
+                        let freed = self.enforce(bytes);
+                        let _ = reply.send(freed > 0);
+                    }
+                    Err(_) => break,
+                },
+                recv(events) -> event => {
+                    if let Ok(event) = event {
+                        self.apply(event);
+                    }
+                }
+                recv(checks) -> _ => {
+                    let due = self.rescan_at.is_some_and(|at| Instant::now() >= at)
+                        || last_rescan.elapsed() >= self.rescan_every;
+                    if due {
+                        self.rescan();
+                        last_rescan = Instant::now();
+                    }
+                    self.enforce(0);
+                }
+            }
+        }
+        self.enforce(0);
+    }
+
+    /// Adds an owned file to the index (size from `len`, or from the disk).
+    fn record(&mut self, path: &Path, len: Option<u64>) {
+        let Some(relative) = self.relative(path) else {
+            return;
+        };
+        let Some(seq) = self.matcher.seq(&relative) else {
+            return;
+        };
+        let meta = match std::fs::symlink_metadata(path) {
+            Ok(meta) if meta.is_file() => meta,
+            _ => return,
+        };
+        let mtime = meta.modified().map_or(0, epoch_secs);
+        self.index
+            .insert(seq, &relative, len.unwrap_or(meta.len()), mtime);
+    }
+
+    fn relative(&self, path: &Path) -> Option<String> {
+        path.strip_prefix(&self.root)
+            .ok()?
+            .to_str()
+            .map(str::to_owned)
+    }
+
+    /// Applies a change seen by the watcher.
+    fn apply(&mut self, event: notify::Result<notify::Event>) {
+        let event = match event {
+            Ok(event) => event,
+            Err(e) => {
+                self.log_error("the watcher failed; rescanning", &e);
+                self.rescan_at = Some(Instant::now());
+                return;
+            }
+        };
+        if event.need_rescan() {
+            self.rescan_at = Some(Instant::now());
+            return;
+        }
+        use notify::event::{ModifyKind, RenameMode};
+        let (gone, arrived): (&[PathBuf], &[PathBuf]) = match event.kind {
+            EventKind::Remove(_) | EventKind::Modify(ModifyKind::Name(RenameMode::From)) => {
+                (&event.paths, &[])
+            }
+            EventKind::Create(_) | EventKind::Modify(ModifyKind::Name(RenameMode::To)) => {
+                (&[], &event.paths)
+            }
+            EventKind::Modify(ModifyKind::Name(RenameMode::Both)) if event.paths.len() == 2 => {
+                (&event.paths[..1], &event.paths[1..])
+            }
+            _ => (&[], &[]),
+        };
+        for path in gone {
+            let Some(relative) = self.relative(path) else {
+                continue;
+            };
+            match self.matcher.seq(&relative) {
+                Some(seq) => {
+                    self.index.remove(seq, &relative);
+                }
+                None => {
+                    let name = relative.rsplit('/').next().unwrap_or_default();
+                    let ours = self.removed_dirs.remove(path.as_path());
+                    let noise =
+                        name.starts_with('.') || name == crate::store::manifest::MANIFEST_NAME;
+                    if !ours && !noise {
+                        // Perhaps a directory of ours went away: look again soon.
+                        self.rescan_at.get_or_insert(Instant::now() + RESCAN_DELAY);
+                    }
+                }
+            }
+        }
+        for path in arrived {
+            if path.is_dir() {
+                // A directory moved in may hold owned files.
+                self.rescan_at.get_or_insert(Instant::now() + RESCAN_DELAY);
+            } else {
+                self.record(path, None);
+            }
+        }
+    }
+
+    /// Rebuilds the index from the disk.
+    fn rescan(&mut self) {
+        self.rescan_at = None;
+        let mut index = self.index.empty_like();
+        let mut visit = |owned: crate::store::Owned<'_>| {
+            index.insert(owned.seq, owned.relative, owned.bytes, owned.mtime)
+        };
+        let result = crate::store::scan(&self.root, self.depth, &self.matcher, Some(&mut visit));
+        match result {
+            Ok(_) => {
+                index.shrink();
+                self.index = index;
+            }
+            Err(e) => self.log_error("cannot rescan the output directory", &e),
+        }
+    }
+
+    /// Deletes the oldest files until every limit holds (and `extra` more
+    /// bytes are free). Returns the bytes freed.
+    fn enforce(&mut self, extra: u64) -> u64 {
+        let needs_space = self.quota.min_free.is_some() || extra > 0;
+        let space = if needs_space {
+            space_of(&self.root)
+        } else {
+            None
+        };
+        let now = epoch_secs(SystemTime::now());
+        let (count, reason) = plan_deletions(
+            self.index.oldest_first(),
+            self.index.usage(),
+            &self.quota,
+            now,
+            space,
+            extra,
+        );
+        let reason = reason.unwrap_or(Reason::DiskFull);
+        let mut freed = 0;
+        for _ in 0..count {
+            let Some(removed) = self.index.pop_oldest() else {
+                break;
+            };
+            let path = self.root.join(&removed.path);
+            match std::fs::remove_file(&path) {
+                Ok(()) => {
+                    freed += removed.bytes;
+                    self.stats.deleted_files.fetch_add(1, Ordering::Relaxed);
+                    self.stats
+                        .deleted_bytes
+                        .fetch_add(removed.bytes, Ordering::Relaxed);
+                    tracing::debug!(seq = removed.seq, path = %path.display(), reason = reason.name(), "file deleted");
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => self.log_error(&format!("cannot delete {}", path.display()), &e),
+            }
+            if let Some(dir) = removed.emptied_dir {
+                self.remove_empty_dirs(&dir);
+            }
+        }
+        freed
+    }
+
+    /// Removes `relative` and its parents while they are empty (never the
+    /// output directory itself, never a directory with anything in it).
+    fn remove_empty_dirs(&mut self, relative: &str) {
+        let mut dir = self.root.join(relative);
+        while dir != self.root && dir.starts_with(&self.root) {
+            match std::fs::remove_dir(&dir) {
+                Ok(()) => {
+                    self.removed_dirs.insert(dir.clone());
+                }
+                Err(_) => break,
+            }
+            if !dir.pop() {
+                break;
+            }
+        }
+        // Keep the set small: events for old removals have long arrived.
+        if self.removed_dirs.len() > 1024 {
+            self.removed_dirs.clear();
+        }
+    }
+}
