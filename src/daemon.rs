@@ -119,7 +119,7 @@ pub fn run(
     let (store, found) = Store::open(settings, index.as_mut())?;
     let next_seq = found.next_seq();
     if let Some(index) = &mut index {
-        index.shrink();
+        index.finish_scan();
         let usage = index.usage();
         tracing::info!(
             files = usage.files,

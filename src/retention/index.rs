@@ -134,6 +134,26 @@ impl Index {
     /// Records an owned file at `path` (relative, '/'-separated). A file
     /// already known under that seq is updated.
     pub fn insert(&mut self, seq: u64, path: &str, bytes: u64, mtime: u64) {
+        self.add(seq, path, bytes, mtime, true);
+    }
+
+    /// Records a file found by a scan, in any order: call
+    /// [`Index::finish_scan`] once all are in.
+    pub fn insert_unsorted(&mut self, seq: u64, path: &str, bytes: u64, mtime: u64) {
+        self.add(seq, path, bytes, mtime, false);
+    }
+
+    /// Sorts what [`Index::insert_unsorted`] added and frees the slack.
+    pub fn finish_scan(&mut self) {
+        self.entries
+            .make_contiguous()
+            .sort_unstable_by_key(|e| e.seq);
+        // Two files with one number (a .jpg and a .png after a format
+        // change): keep both, oldest first; they are deleted one after the other.
+        self.shrink();
+    }
+
+    fn add(&mut self, seq: u64, path: &str, bytes: u64, mtime: u64, sorted: bool) {
         let (dir_part, name) = path.rsplit_once('/').unwrap_or(("", path));
         let ext = EXTENSIONS
             .iter()
@@ -171,6 +191,13 @@ impl Index {
             ext,
             live: true,
         };
+        if !sorted {
+            self.entries.push_back(entry);
+            self.files += 1;
+            self.bytes += bytes;
+            self.dirs[dir as usize].live += 1;
+            return;
+        }
         match self.position(seq) {
             Ok(i) => {
                 let old = self.entries[i];

@@ -312,12 +312,12 @@ impl<'a> Retention<'a> {
         self.rescan_at = None;
         let mut index = self.index.empty_like();
         let mut visit = |owned: crate::store::Owned<'_>| {
-            index.insert(owned.seq, owned.relative, owned.bytes, owned.mtime)
+            index.insert_unsorted(owned.seq, owned.relative, owned.bytes, owned.mtime)
         };
         let result = crate::store::scan(&self.root, self.depth, &self.matcher, Some(&mut visit));
         match result {
             Ok(_) => {
-                index.shrink();
+                index.finish_scan();
                 self.index = index;
             }
             Err(e) => self.log_error("cannot rescan the output directory", &e),

@@ -141,7 +141,7 @@ impl Store {
         let matcher = out.name.matcher(&settings.camera, &EXTENSIONS);
         let mut visit = index.map(|index| {
             move |owned: Owned<'_>| {
-                index.insert(owned.seq, owned.relative, owned.bytes, owned.mtime)
+                index.insert_unsorted(owned.seq, owned.relative, owned.bytes, owned.mtime)
             }
         });
         let visit = visit.as_mut().map(|v| v as &mut dyn FnMut(Owned<'_>));
@@ -203,19 +203,37 @@ pub struct Owned<'a> {
     pub mtime: u64,
 }
 
+/// Threads that read directories at once during a scan: reading directories
+/// and inodes waits on the disk, so more reads in flight than cores pays off
+/// when the cache is cold (after a reboot).
+const SCAN_THREADS: usize = 8;
+
+/// What one directory at the files' level holds.
+struct DirScan {
+    /// The directory, relative, with a trailing '/' (empty for the root).
+    prefix: String,
+    /// Owned files: seq, name, bytes, mtime.
+    files: Vec<(u64, String, u64, u64)>,
+    swept: u64,
+}
+
 /// Walks `dir` down to `depth` levels: counts owned files, finds the highest
 /// sequence number, and removes owned temp files (`.NAME.tmp`). With `visit`,
-/// each owned file is also stat'ed and handed to it.
+/// each owned file is also stat'ed and handed to it (in no particular order).
 pub fn scan(
     dir: &Path,
     depth: usize,
     matcher: &NameMatcher,
     mut visit: Option<&mut dyn FnMut(Owned<'_>)>,
 ) -> io::Result<Found> {
-    let mut found = Found::default();
+    // The directories that hold files: those at the template's depth.
+    let mut leaves: Vec<(PathBuf, String)> = Vec::new();
     let mut stack: Vec<(PathBuf, String, usize)> = vec![(dir.to_owned(), String::new(), 1)];
-    let mut relative = String::new();
     while let Some((path, prefix, level)) = stack.pop() {
+        if level >= depth {
+            leaves.push((path, prefix));
+            continue;
+        }
         let entries = match fs::read_dir(&path) {
             Ok(entries) => entries,
             // A directory removed while scanning is simply gone.
@@ -224,54 +242,116 @@ pub fn scan(
         };
         for entry in entries {
             let entry = entry?;
-            let Ok(name) = entry.file_name().into_string() else {
-                continue; // not UTF-8: not a name framerec writes
-            };
-            let file_type = entry.file_type()?;
-            if file_type.is_dir() {
-                if level < depth {
+            if entry.file_type()?.is_dir() {
+                if let Ok(name) = entry.file_name().into_string() {
                     stack.push((entry.path(), format!("{prefix}{name}/"), level + 1));
-                }
-                continue;
-            }
-            if !file_type.is_file() || level != depth {
-                continue;
-            }
-            if let Some(final_name) = naming::final_name_of_temp(&name) {
-                relative.clear();
-                relative.push_str(&prefix);
-                relative.push_str(final_name);
-                if matcher.seq(&relative).is_some() {
-                    match fs::remove_file(entry.path()) {
-                        Ok(()) => found.swept += 1,
-                        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                        Err(e) => return Err(e),
-                    }
-                }
-                continue;
-            }
-            relative.clear();
-            relative.push_str(&prefix);
-            relative.push_str(&name);
-            if let Some(seq) = matcher.seq(&relative) {
-                found.files += 1;
-                found.highest_seq = found.highest_seq.max(Some(seq));
-                if let Some(visit) = visit.as_mut() {
-                    match entry.metadata() {
-                        Ok(meta) => visit(Owned {
-                            seq,
-                            relative: &relative,
-                            bytes: meta.len(),
-                            mtime: meta.modified().map_or(0, crate::retention::epoch_secs),
-                        }),
-                        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                        Err(e) => return Err(e),
-                    }
                 }
             }
         }
     }
-    Ok(found)
+
+    let with_metadata = visit.is_some();
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let (tx, rx) = crossbeam_channel::bounded::<io::Result<DirScan>>(SCAN_THREADS * 2);
+    std::thread::scope(|scope| {
+        for _ in 0..SCAN_THREADS.min(leaves.len()) {
+            let tx = tx.clone();
+            let (leaves, next) = (&leaves, &next);
+            scope.spawn(move || loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let Some((path, prefix)) = leaves.get(i) else {
+                    break;
+                };
+                if tx
+                    .send(scan_dir(path, prefix, matcher, with_metadata))
+                    .is_err()
+                {
+                    break;
+                }
+            });
+        }
+        drop(tx);
+        let mut found = Found::default();
+        let mut relative = String::new();
+        for result in rx {
+            let listing = result?;
+            found.swept += listing.swept;
+            for (seq, name, bytes, mtime) in &listing.files {
+                found.files += 1;
+                found.highest_seq = found.highest_seq.max(Some(*seq));
+                if let Some(visit) = visit.as_mut() {
+                    relative.clear();
+                    relative.push_str(&listing.prefix);
+                    relative.push_str(name);
+                    visit(Owned {
+                        seq: *seq,
+                        relative: &relative,
+                        bytes: *bytes,
+                        mtime: *mtime,
+                    });
+                }
+            }
+        }
+        Ok(found)
+    })
+}
+
+/// Reads one directory at the files' level.
+fn scan_dir(
+    path: &Path,
+    prefix: &str,
+    matcher: &NameMatcher,
+    with_metadata: bool,
+) -> io::Result<DirScan> {
+    let mut listing = DirScan {
+        prefix: prefix.to_owned(),
+        files: Vec::new(),
+        swept: 0,
+    };
+    let entries = match fs::read_dir(path) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == io::ErrorKind::NotFound && !prefix.is_empty() => return Ok(listing),
+        Err(e) => return Err(e),
+    };
+    let mut relative = String::new();
+    for entry in entries {
+        let entry = entry?;
+        let Ok(name) = entry.file_name().into_string() else {
+            continue; // not UTF-8: not a name framerec writes
+        };
+        if !entry.file_type()?.is_file() {
+            continue;
+        }
+        let temp_of = naming::final_name_of_temp(&name);
+        relative.clear();
+        relative.push_str(prefix);
+        relative.push_str(temp_of.unwrap_or(&name));
+        let Some(seq) = matcher.seq(&relative) else {
+            continue;
+        };
+        if temp_of.is_some() {
+            match fs::remove_file(entry.path()) {
+                Ok(()) => listing.swept += 1,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
+            continue;
+        }
+        let (bytes, mtime) = if with_metadata {
+            match entry.metadata() {
+                Ok(meta) => (
+                    meta.len(),
+                    meta.modified().map_or(0, crate::retention::epoch_secs),
+                ),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(e),
+            }
+        } else {
+            (0, 0)
+        };
+        listing.files.push((seq, name, bytes, mtime));
+    }
+    Ok(listing)
 }
 
 #[cfg(test)]
