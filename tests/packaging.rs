@@ -75,3 +75,23 @@ fn the_systemd_unit_verifies() {
         .unwrap_or(10.0);
     assert!(score <= 2.0, "the unit is exposed: {level}");
 }
+
+#[test]
+fn the_readme_config_examples_are_valid() {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let env = Env::new();
+    let mut checked = 0;
+    for block in readme.split("```toml\n").skip(1) {
+        let text = block.split("```").next().unwrap();
+        let path = env.input("example.toml", text.as_bytes());
+        let output = env.run(&["check", "--config", path.to_str().unwrap()]);
+        assert!(
+            output.status.success(),
+            "README example fails check:\n{text}\n{}",
+            stderr(&output)
+        );
+        checked += 1;
+    }
+    assert!(checked >= 3, "only {checked} examples found");
+}
