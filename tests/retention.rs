@@ -202,6 +202,37 @@ fn files_deleted_by_someone_else_are_seen() {
     assert!(owned(&env).len() <= 20);
 }
 
+#[test]
+fn files_added_by_someone_else_count_toward_the_quota() {
+    let env = Env::new();
+    camera(&env, 50, "100ms", "max_files = 10");
+    let mut child = env.spawn(false);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while owned(&env).len() < 10 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // Someone restores five files of ours from a backup, into a new directory.
+    let restored = env.out().join("cam0/2001-01-01");
+    std::fs::create_dir_all(&restored).unwrap();
+    for seq in 1_000_001..=1_000_005u64 {
+        std::fs::write(restored.join(format!("cam0-{seq:010}.jpg")), b"restored").unwrap();
+    }
+    // Seen by the watcher, or by the rescan a new directory triggers.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut count = owned(&env).len();
+    while count > 10 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+        count = owned(&env).len();
+    }
+    signal(&child, "TERM");
+    wait_with_timeout(&mut child, Duration::from_secs(20));
+    assert_success(&child.wait_with_output().unwrap());
+    assert!(
+        count <= 10,
+        "{count} files: the restored ones were not counted"
+    );
+}
+
 /// A small tmpfs mounted for one test, unmounted when dropped.
 struct Tmpfs(PathBuf);
 

@@ -240,6 +240,14 @@ impl Index {
         }
     }
 
+    /// Whether the live file `seq` at `path` is in the index.
+    pub fn contains(&self, seq: u64, path: &str) -> bool {
+        match self.position(seq) {
+            Ok(i) => self.entries[i].live && self.path_of(&self.entries[i]) == path,
+            Err(_) => false,
+        }
+    }
+
     /// Marks the file `seq` at `path` as gone (deleted or moved away by
     /// someone else). Returns whether it was known.
     pub fn remove(&mut self, seq: u64, path: &str) -> bool {

@@ -198,7 +198,12 @@ impl<'a> Retention<'a> {
             select! {
                 recv(requests) -> request => match request {
                     Ok(Request::Written(file)) => {
-                        self.record(&file.path, Some(file.len));
+                        if let Some(relative) = self.relative(&file.path) {
+                            if let Some(seq) = self.matcher.seq(&relative) {
+                                let now = epoch_secs(SystemTime::now());
+                                self.index.insert(seq, &relative, file.len, now);
+                            }
+                        }
                         self.enforce(0);
                     }
                     Ok(Request::MakeRoom { bytes, reply }) => {
@@ -226,21 +231,28 @@ impl<'a> Retention<'a> {
         self.enforce(0);
     }
 
-    /// Adds an owned file to the index (size from `len`, or from the disk).
-    fn record(&mut self, path: &Path, len: Option<u64>) {
+    /// Adds an owned file that appeared (moved in, restored, or our own
+    /// file seen by the watcher) to the index, unless it is known already.
+    fn record(&mut self, path: &Path) {
         let Some(relative) = self.relative(path) else {
             return;
         };
         let Some(seq) = self.matcher.seq(&relative) else {
             return;
         };
+        if self.index.contains(seq, &relative) {
+            return;
+        }
         let meta = match std::fs::symlink_metadata(path) {
             Ok(meta) if meta.is_file() => meta,
             _ => return,
         };
-        let mtime = meta.modified().map_or(0, epoch_secs);
-        self.index
-            .insert(seq, &relative, len.unwrap_or(meta.len()), mtime);
+        self.index.insert(
+            seq,
+            &relative,
+            meta.len(),
+            meta.modified().map_or(0, epoch_secs),
+        );
     }
 
     fn relative(&self, path: &Path) -> Option<String> {
@@ -298,11 +310,18 @@ impl<'a> Retention<'a> {
             }
         }
         for path in arrived {
-            if path.is_dir() {
+            let Some(relative) = self.relative(path) else {
+                continue;
+            };
+            let name = relative.rsplit('/').next().unwrap_or_default();
+            if name.starts_with('.') {
+                continue; // our temp files and lock
+            }
+            if self.matcher.seq(&relative).is_some() {
+                self.record(path);
+            } else if path.is_dir() {
                 // A directory moved in may hold owned files.
                 self.rescan_at.get_or_insert(Instant::now() + RESCAN_DELAY);
-            } else {
-                self.record(path, None);
             }
         }
     }
