@@ -323,3 +323,15 @@ fn a_full_disk_is_made_room_on_when_there_is_a_quota() {
     // The newest frames are the ones kept.
     assert_eq!(*seqs(&env).last().unwrap(), wrote);
 }
+
+#[test]
+fn a_quota_the_disk_cannot_hold_is_warned_about() {
+    let env = Env::new();
+    camera(&env, 50, "frame", "max_bytes = \"1000PB\"");
+    let output = env.record(&["--frames", "1"]);
+    assert!(
+        stderr(&output).contains("larger than the whole filesystem"),
+        "{}",
+        stderr(&output)
+    );
+}
