@@ -694,13 +694,13 @@ fn validate(raw: RawConfig, problems: &mut Problems<'_>) -> Option<Settings> {
     let fps = match &source.fps {
         Some(value) => {
             let fps = *value.get_ref();
-            if fps.is_finite() && fps > 0.0 && fps <= 1000.0 {
+            if fps.is_finite() && (0.001..=1000.0).contains(&fps) {
                 Some(fps)
             } else {
                 problems.at(
                     value,
                     "source.fps",
-                    format!("{fps} is out of range; use a rate above 0 and up to 1000"),
+                    format!("{fps} is out of range; use 0.001 (one frame in 1000 s) to 1000"),
                 );
                 None
             }

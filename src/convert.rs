@@ -127,10 +127,20 @@ pub fn yuyv_to_planes(
     } else {
         height
     };
-    let y = sized(&mut planes.y, width * height);
+    // libjpeg-turbo wants whole 2-row groups of luma at 4:2:0: an odd last
+    // row is repeated.
+    let rows = if vertical_half {
+        height.next_multiple_of(2)
+    } else {
+        height
+    };
+    let y = sized(&mut planes.y, width * rows);
     for (out, pair) in y.chunks_exact_mut(2).zip(src.chunks_exact(4)) {
         out[0] = EXPAND_LUMA[pair[0] as usize];
         out[1] = EXPAND_LUMA[pair[2] as usize];
+    }
+    if rows > height {
+        y.copy_within((height - 1) * width..height * width, height * width);
     }
     let u = sized(&mut planes.u, cw * ch);
     let v = sized(&mut planes.v, cw * ch);

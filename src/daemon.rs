@@ -55,6 +55,15 @@ pub struct Limits {
     pub duration: Option<Duration>,
 }
 
+/// Sets a flag when dropped (also while unwinding).
+struct SetOnDrop<'a>(&'a AtomicBool);
+
+impl Drop for SetOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+}
+
 /// Flags shared by the threads of one run.
 #[derive(Debug, Default)]
 struct Flags {
@@ -161,6 +170,7 @@ pub fn run(
     let retention_handle = index.is_some().then_some(retention_handle);
 
     let capture_result = std::thread::scope(|scope| -> anyhow::Result<()> {
+        let mut helpers = Vec::with_capacity(threads + 1);
         if let Some(index) = index {
             let matcher = settings.output.name.matcher(&settings.camera, &EXTENSIONS);
             let retention = Retention::new(
@@ -172,13 +182,14 @@ pub fn run(
                 &stats,
             );
             let failed = &flags.failed;
-            std::thread::Builder::new()
+            let handle = std::thread::Builder::new()
                 .name("retention".into())
                 .spawn_scoped(scope, move || {
                     let _guard = PanicGuard(failed);
                     retention.run(requests);
                 })
                 .context("cannot start the retention thread")?;
+            helpers.push(handle);
         } else {
             drop(requests);
         }
@@ -186,7 +197,7 @@ pub fn run(
             let consumer = consumer.clone();
             let retention = retention_handle.clone();
             let (store, stats, flags) = (&store, &stats, &flags);
-            std::thread::Builder::new()
+            let handle = std::thread::Builder::new()
                 .name(format!("encoder-{k}"))
                 .spawn_scoped(scope, move || {
                     let _guard = PanicGuard(&flags.failed);
@@ -196,6 +207,7 @@ pub fn run(
                     }
                 })
                 .context("cannot start an encoder thread")?;
+            helpers.push(handle);
         }
         drop(consumer);
         // The workers hold the only handles now: retention ends after them.
@@ -204,7 +216,10 @@ pub fn run(
             .name("capture".into())
             .spawn_scoped(scope, || {
                 let _guard = PanicGuard(&flags.failed);
-                let result = Capture {
+                // Set however capture ends, a panic included, so the
+                // supervisor never waits for a thread that is gone.
+                let _done = SetOnDrop(&flags.capture_done);
+                Capture {
                     source,
                     producer,
                     schedule,
@@ -213,19 +228,24 @@ pub fn run(
                     next_seq,
                     frames_limit: limits.frames,
                 }
-                .run();
-                flags.capture_done.store(true, Ordering::SeqCst);
-                result
+                .run()
             })
             .context("cannot start the capture thread")?;
         let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
         supervise(&flags, control_rx, limits);
         let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
-        match capture.join() {
+        let result = match capture.join() {
             Ok(Ok(())) => Ok(()),
             Ok(Err(e)) => Err(anyhow::Error::new(e).context("capture failed")),
             Err(_) => Err(anyhow::anyhow!("the capture thread panicked")),
+        };
+        // Join the rest here, so a panic in one is an error, not a re-raise.
+        for helper in helpers {
+            if helper.join().is_err() {
+                flags.failed.store(true, Ordering::SeqCst);
+            }
         }
+        result
     });
     if let Err(e) = store.finish() {
         tracing::warn!(error = %e, "cannot sync the manifest");
@@ -234,7 +254,7 @@ pub fn run(
     tracing::info!("{summary}");
     capture_result?;
     if flags.failed.load(Ordering::SeqCst) {
-        anyhow::bail!("an encoder thread failed; see the log above");
+        anyhow::bail!("a recording thread failed; see the log above");
     }
     Ok(summary)
 }
@@ -353,7 +373,11 @@ impl Capture<'_> {
             if self.stats.written.load(Ordering::Relaxed) >= limit {
                 return false;
             }
-            let alive = self.stats.picked.load(Ordering::Relaxed) - self.stats.dropped_total();
+            let alive = self
+                .stats
+                .picked
+                .load(Ordering::Relaxed)
+                .saturating_sub(self.stats.dropped_total());
             if alive < limit {
                 return true;
             }
@@ -367,12 +391,24 @@ impl Capture<'_> {
     /// Numbers `frame` and queues it; returns an empty buffer to reuse.
     fn push(&mut self, mut frame: Frame) -> Frame {
         if let Some(limit) = self.frames_limit {
-            if self.stats.picked.load(Ordering::Relaxed) - self.stats.dropped_total() >= limit {
+            if self
+                .stats
+                .picked
+                .load(Ordering::Relaxed)
+                .saturating_sub(self.stats.dropped_total())
+                >= limit
+            {
                 return frame;
             }
         }
+        let Some(after) = self.next_seq.checked_add(1) else {
+            tracing::error!("sequence numbers are exhausted; stopping");
+            self.flags.failed.store(true, Ordering::SeqCst);
+            self.flags.stop.store(true, Ordering::SeqCst);
+            return frame;
+        };
         frame.seq = self.next_seq;
-        self.next_seq += 1;
+        self.next_seq = after;
         self.stats.picked.fetch_add(1, Ordering::Relaxed);
         let (pushed, spare) = self.producer.push(frame);
         match pushed {

@@ -42,8 +42,10 @@ pub enum Pushed {
 /// The capture thread's end of the ring.
 pub struct Producer {
     filled_tx: Sender<Frame>,
-    /// Used only by `drop-oldest`, to take the oldest frame back out.
-    filled_rx: Receiver<Frame>,
+    /// Only with `drop-oldest`, to take the oldest frame back out. (Holding
+    /// a receiver keeps the channel open, so the other policies must not:
+    /// they learn from it that the encoders are gone.)
+    filled_rx: Option<Receiver<Frame>>,
     free_rx: Receiver<Frame>,
     when_full: Overflow,
 }
@@ -74,7 +76,7 @@ pub fn ring(
     (
         Producer {
             filled_tx,
-            filled_rx: filled_rx.clone(),
+            filled_rx: (when_full == Overflow::DropOldest).then(|| filled_rx.clone()),
             free_rx,
             when_full,
         },
@@ -124,7 +126,7 @@ impl Producer {
                             // Take the oldest out. If an encoder took it first,
                             // there is room now and the next try succeeds.
                             if dropped.is_none() {
-                                dropped = self.filled_rx.try_recv().ok();
+                                dropped = self.filled_rx.as_ref().and_then(|rx| rx.try_recv().ok());
                             }
                         }
                     }
@@ -256,6 +258,17 @@ mod tests {
             std::iter::from_fn(|| consumer.pop(Duration::ZERO).ok().map(|f| f.seq)).collect();
         assert_eq!(drained, [0, 1, 2]);
         assert!(matches!(consumer.pop(Duration::ZERO), Err(true)));
+    }
+
+    #[test]
+    fn block_sees_the_encoders_gone() {
+        let (producer, consumer) = ring(1, 1, 0, Overflow::Block);
+        let first = frame(&producer, 1);
+        let (_, spare) = producer.push(first);
+        drop(consumer);
+        let mut second = spare;
+        second.seq = 2;
+        assert!(matches!(producer.push(second).0, Pushed::Closed));
     }
 
     #[test]

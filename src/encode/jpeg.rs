@@ -157,3 +157,53 @@ impl JpegEncoder {
         Ok(&self.file)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::convert::rgb_to;
+    use std::time::SystemTime;
+
+    fn frame(format: PixelFormat, width: u32, height: u32) -> Frame {
+        let rgb: Vec<u8> = (0..width * height * 3)
+            .map(|i| (i * 13 % 256) as u8)
+            .collect();
+        let mut data = Vec::new();
+        rgb_to(format, &rgb, width as usize, height as usize, &mut data);
+        Frame {
+            seq: 1,
+            captured_at: SystemTime::UNIX_EPOCH,
+            width,
+            height,
+            format,
+            data,
+        }
+    }
+
+    #[test]
+    fn odd_sizes_encode_in_every_subsampling() {
+        for subsampling in [
+            Subsampling::S444,
+            Subsampling::S422,
+            Subsampling::S420,
+            Subsampling::Gray,
+        ] {
+            let mut encoder = JpegEncoder::new(80, subsampling, TimeZone::Utc).unwrap();
+            for (format, w, h) in [
+                (PixelFormat::Yuyv, 4, 3),
+                (PixelFormat::Yuyv, 2, 1),
+                (PixelFormat::Nv12, 6, 2),
+                (PixelFormat::Rgb, 5, 3),
+                (PixelFormat::Gray, 3, 1),
+            ] {
+                let jpeg = encoder.encode(&frame(format, w, h)).unwrap();
+                let header = turbojpeg::read_header(jpeg).unwrap();
+                assert_eq!(
+                    (header.width, header.height),
+                    (w as usize, h as usize),
+                    "{format} {subsampling:?}"
+                );
+            }
+        }
+    }
+}

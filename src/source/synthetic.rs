@@ -108,7 +108,7 @@ impl Synthetic {
             }
             other => rgb_to(other, &rgb, w, h, &mut background),
         }
-        let period = Duration::from_secs_f64(1.0 / fps);
+        let period = Duration::try_from_secs_f64(1.0 / fps).unwrap_or(Duration::from_secs(1));
         Ok(Synthetic {
             width: w,
             height: h,

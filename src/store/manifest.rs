@@ -66,7 +66,12 @@ pub struct Manifest {
 impl Manifest {
     /// Opens (or creates) the manifest for appending, closing off a torn
     /// last line. Returns it with the highest `seq` among its last lines.
-    pub fn open(dir: &Path, fsync: bool, mode: u32) -> io::Result<(Manifest, Option<u64>)> {
+    pub fn open(
+        dir: &Path,
+        camera: &str,
+        fsync: bool,
+        mode: u32,
+    ) -> io::Result<(Manifest, Option<u64>)> {
         let path = dir.join(MANIFEST_NAME);
         let mut file = OpenOptions::new()
             .read(true)
@@ -74,7 +79,7 @@ impl Manifest {
             .create(true)
             .mode(mode)
             .open(&path)?;
-        let (highest, torn) = read_tail(&mut file)?;
+        let (highest, torn) = read_tail(&mut file, camera)?;
         if torn {
             file.write_all(b"\n")?;
         }
@@ -146,7 +151,7 @@ fn write_line(file: &File, line: &[u8]) -> io::Result<()> {
 
 /// Reads the last 64 KiB: the highest `seq` there, and whether the file ends
 /// without a newline (a line torn by a crash).
-fn read_tail(file: &mut File) -> io::Result<(Option<u64>, bool)> {
+fn read_tail(file: &mut File, camera: &str) -> io::Result<(Option<u64>, bool)> {
     let len = file.seek(SeekFrom::End(0))?;
     if len == 0 {
         return Ok((None, false));
@@ -159,10 +164,14 @@ fn read_tail(file: &mut File) -> io::Result<(Option<u64>, bool)> {
     #[derive(serde::Deserialize)]
     struct SeqOnly {
         seq: u64,
+        camera: Option<String>,
     }
+    // Other cameras may share the directory and the manifest: their
+    // numbers are theirs.
     let highest = tail
         .split(|&b| b == b'\n')
         .filter_map(|line| serde_json::from_slice::<SeqOnly>(line).ok())
+        .filter(|l| l.camera.as_deref().is_none_or(|c| c == camera))
         .map(|l| l.seq)
         .max();
     Ok((highest, torn))
@@ -192,7 +201,7 @@ mod tests {
     #[test]
     fn writes_the_contract_fields() {
         let dir = tempfile::tempdir().unwrap();
-        let (manifest, highest) = Manifest::open(dir.path(), true, 0o640).unwrap();
+        let (manifest, highest) = Manifest::open(dir.path(), "cam0", true, 0o640).unwrap();
         assert_eq!(highest, None);
         let mut buf = Vec::new();
         manifest
@@ -221,9 +230,17 @@ mod tests {
     fn closes_a_torn_line_and_finds_the_highest_seq() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join(MANIFEST_NAME);
-        std::fs::write(&path, "{\"seq\":41}\n{\"seq\":40}\n{\"seq\":42,\"pa").unwrap();
-        let (manifest, highest) = Manifest::open(dir.path(), false, 0o640).unwrap();
-        assert_eq!(highest, Some(41));
+        std::fs::write(
+            &path,
+            "{\"seq\":41}\n{\"seq\":40,\"camera\":\"cam0\"}\n{\"seq\":900,\"camera\":\"cam1\"}\n{\"seq\":42,\"pa",
+        )
+        .unwrap();
+        let (manifest, highest) = Manifest::open(dir.path(), "cam0", false, 0o640).unwrap();
+        assert_eq!(
+            highest,
+            Some(41),
+            "another camera's numbers or a torn line counted"
+        );
         manifest.append(&line(43, "x"), &mut Vec::new()).unwrap();
         let text = std::fs::read_to_string(&path).unwrap();
         let last = text.lines().last().unwrap();

@@ -54,6 +54,8 @@ pub enum StoreError {
         #[source]
         source: io::Error,
     },
+    #[error("sequence numbers in {dir} are exhausted (a file or manifest line has number {highest}); use a new output.dir or camera")]
+    SeqExhausted { dir: PathBuf, highest: u64 },
     #[error("cannot open the manifest in {dir}")]
     Manifest {
         dir: PathBuf,
@@ -152,17 +154,23 @@ impl Store {
             })?;
         let manifest = if out.manifest {
             let (manifest, highest) =
-                Manifest::open(&dir, out.fsync, out.file_mode).map_err(|source| {
-                    StoreError::Manifest {
+                Manifest::open(&dir, &settings.camera, out.fsync, out.file_mode).map_err(
+                    |source| StoreError::Manifest {
                         dir: dir.clone(),
                         source,
-                    }
-                })?;
+                    },
+                )?;
             found.highest_seq = found.highest_seq.max(highest);
             Some(manifest)
         } else {
             None
         };
+        if found.highest_seq == Some(u64::MAX) {
+            return Err(StoreError::SeqExhausted {
+                dir,
+                highest: u64::MAX,
+            });
+        }
         Ok((
             Store {
                 dir,

@@ -284,11 +284,13 @@ fn rename_no_replace(
                 // numbers are guarded by the lock.
                 Err(rustix::io::Errno::PERM | rustix::io::Errno::NOTSUP) => {
                     match rustix::fs::statat(dir, to, rustix::fs::AtFlags::SYMLINK_NOFOLLOW) {
+                        Err(rustix::io::Errno::NOENT) => rustix::fs::renameat(dir, from, dir, to)
+                            .map_err(|e| io_error("rename into", final_path)(e.into())),
                         Ok(_) => Err(WriteError::Exists {
                             path: final_path.to_owned(),
                         }),
-                        Err(_) => rustix::fs::renameat(dir, from, dir, to)
-                            .map_err(|e| io_error("rename into", final_path)(e.into())),
+                        // Cannot tell whether it exists: do not risk replacing it.
+                        Err(e) => Err(io_error("check before renaming into", final_path)(e.into())),
                     }
                 }
                 Err(e) => Err(io_error("rename into", final_path)(e.into())),
