@@ -347,3 +347,28 @@ fn sigterm_stops_a_recorder_waiting_on_a_silent_pipe() {
     assert_success(&output);
     assert!(env.images().is_empty());
 }
+
+#[test]
+fn small_frames_on_an_idle_pipe_are_not_held_back() {
+    let env = Env::new();
+    env.config("[source]\nkind = \"raw\"\npath = \"-\"\nwidth = 16\nheight = 16\npixel_format = \"gray\"\n[snapshot]\nevery = \"frame\"\nformat = \"png\"\n");
+    let mut child = env.spawn(true);
+    {
+        use std::io::Write;
+        child
+            .stdin
+            .as_mut()
+            .unwrap()
+            .write_all(&[9u8; 16 * 16 * 10])
+            .unwrap();
+    }
+    // The writer goes quiet with the pipe still open: all ten must be on disk.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while env.images().len() < 10 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(env.images().len(), 10, "frames stuck in a buffer");
+    drop(child.stdin.take());
+    wait_with_timeout(&mut child, Duration::from_secs(10));
+    assert_success(&child.wait_with_output().unwrap());
+}

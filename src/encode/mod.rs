@@ -32,6 +32,8 @@ pub enum EncodeError {
     Png(#[source] ::png::EncodingError),
     #[error("the frame is not a whole JPEG")]
     Corrupt(#[source] JpegError),
+    #[error("the frame's JPEG header claims {width}x{height}, too large to decode")]
+    TooLarge { width: usize, height: usize },
     #[error("{0} frames cannot be stored as {1}")]
     Unsupported(PixelFormat, &'static str),
     #[error("the frame has {got} bytes where {width}x{height} {format} needs {expected}")]
@@ -48,9 +50,10 @@ impl EncodeError {
     /// The drop reason this error counts under.
     pub fn reason(&self) -> DropReason {
         match self {
-            EncodeError::Corrupt(_) | EncodeError::Decode(_) | EncodeError::Size { .. } => {
-                DropReason::Corrupt
-            }
+            EncodeError::Corrupt(_)
+            | EncodeError::Decode(_)
+            | EncodeError::Size { .. }
+            | EncodeError::TooLarge { .. } => DropReason::Corrupt,
             _ => DropReason::Encode,
         }
     }
@@ -88,6 +91,17 @@ impl MjpegDecoder {
                 .insert(turbojpeg::Decompressor::new().map_err(EncodeError::Jpeg)?),
         };
         let header = d.read_header(jpeg).map_err(EncodeError::Decode)?;
+        // A torn header can claim any size: never allocate for an absurd one.
+        let side = crate::config::MAX_SIDE as usize;
+        if header.width > side
+            || header.height > side
+            || header.width * header.height * 3 > MAX_DECODED
+        {
+            return Err(EncodeError::TooLarge {
+                width: header.width,
+                height: header.height,
+            });
+        }
         let gray = force_gray || header.subsamp == turbojpeg::Subsamp::Gray;
         let format = if gray {
             turbojpeg::PixelFormat::GRAY
@@ -110,6 +124,9 @@ impl MjpegDecoder {
         })
     }
 }
+
+/// The largest decoded MJPEG frame accepted, in bytes (about 9600×9600 RGB).
+pub const MAX_DECODED: usize = 256 << 20;
 
 /// One worker's encoder.
 pub enum Encoder {
@@ -232,4 +249,24 @@ pub fn run_worker(
         consumer.release(frame);
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_jpeg_claiming_a_huge_size_is_refused_without_allocating() {
+        let mut jpeg = crate::source::mjpeg::test_jpeg(16, 16, false, 1);
+        // Patch the SOF0 size to 60000×60000.
+        let sof = jpeg.windows(2).position(|w| w == [0xFF, 0xC0]).unwrap();
+        jpeg[sof + 5..sof + 9].copy_from_slice(&[0xEA, 0x60, 0xEA, 0x60]);
+        let mut out = Vec::new();
+        let err = MjpegDecoder::default()
+            .decode(&jpeg, false, &mut out)
+            .unwrap_err();
+        assert!(matches!(err, EncodeError::TooLarge { .. }), "{err}");
+        assert_eq!(err.reason(), DropReason::Corrupt);
+        assert!(out.capacity() < 1 << 20);
+    }
 }

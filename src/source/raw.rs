@@ -8,7 +8,7 @@
 //! counted and skipped, never stored.
 
 use std::fs::File;
-use std::io::{self, Read};
+use std::io;
 use std::os::fd::{AsFd, BorrowedFd};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -42,12 +42,19 @@ impl Input {
     }
 }
 
-impl Read for Input {
+impl Input {
+    /// Reads straight from the file descriptor: std's stdin buffer would hide
+    /// bytes from `poll` and add a copy.
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        match self {
-            Input::File(f) => f.read(buf),
-            Input::Stdin(s) => s.read(buf),
-        }
+        Ok(rustix::io::read(self.fd(), buf)?)
+    }
+
+    /// Reads into the spare capacity of `buf` (no zero-filling first).
+    fn read_into_spare(&mut self, buf: &mut Vec<u8>) -> io::Result<usize> {
+        Ok(rustix::io::read(
+            self.fd(),
+            rustix::buffer::spare_capacity(buf),
+        )?)
     }
 }
 
@@ -214,22 +221,17 @@ impl Raw {
             self.pending.drain(..self.start);
             self.start = 0;
         }
-        let old = self.pending.len();
-        self.pending.resize(old + CHUNK, 0);
+        self.pending.reserve(CHUNK);
         loop {
-            match self.input.read(&mut self.pending[old..]) {
+            match self.input.read_into_spare(&mut self.pending) {
                 Ok(n) => {
-                    self.pending.truncate(old + n);
                     if n == 0 {
                         self.eof = true;
                     }
                     return Ok(n > 0);
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => {
-                    self.pending.truncate(old);
-                    return Err(self.read_error(e));
-                }
+                Err(e) => return Err(self.read_error(e)),
             }
         }
     }
