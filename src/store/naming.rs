@@ -9,7 +9,7 @@
 use std::fmt::Write as _;
 use std::time::SystemTime;
 
-use chrono::format::{Fixed, Item, Numeric, StrftimeItems};
+use chrono::format::{Fixed, Item, Numeric, Pad, StrftimeItems};
 use chrono::{DateTime, Local, Utc};
 use regex::Regex;
 
@@ -49,6 +49,8 @@ pub enum TemplateError {
     SeqWidth(String),
     #[error("invalid strftime format in {{time:{0}}}")]
     TimeFormat(String),
+    #[error("{{seq}} runs into another number of varying width: put a separator such as '-' or '_' between them")]
+    Ambiguous,
     #[error("the template is empty")]
     Empty,
     #[error(
@@ -108,6 +110,19 @@ impl Template {
         }
         if !parts.iter().any(|p| matches!(p, Part::Seq { .. })) {
             return Err(TemplateError::NoSeq);
+        }
+        // {seq}'s digits must be told apart from their neighbours' when names
+        // are read back: no two numbers of varying width side by side.
+        for pair in parts.windows(2) {
+            let ambiguous = match pair {
+                [Part::Seq { .. }, Part::Seq { .. }] => true,
+                [Part::Time { items }, Part::Seq { .. }] => varying_digits_at(items, false),
+                [Part::Seq { .. }, Part::Time { items }] => varying_digits_at(items, true),
+                _ => false,
+            };
+            if ambiguous {
+                return Err(TemplateError::Ambiguous);
+            }
         }
         let template = Template {
             source: source.to_owned(),
@@ -195,7 +210,11 @@ impl Template {
             (1, SystemTime::UNIX_EPOCH),
             (
                 u64::MAX,
-                SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(4_102_444_799),
+                SystemTime::UNIX_EPOCH + std::time::Duration::new(4_102_444_799, 999_999_999),
+            ),
+            (
+                42,
+                SystemTime::UNIX_EPOCH + std::time::Duration::new(1_700_000_000, 45_793_908),
             ),
         ];
         let mut name = String::new();
@@ -336,12 +355,49 @@ fn item_pattern(item: &Item<'_>) -> String {
     match item {
         Item::Literal(s) | Item::Space(s) => regex::escape(s),
         Item::OwnedLiteral(s) | Item::OwnedSpace(s) => regex::escape(s),
-        Item::Numeric(Numeric::Nanosecond, _) => "[0-9]+".into(),
-        Item::Numeric(_, _) => "[-+ ]*[0-9]+".into(),
-        Item::Fixed(Fixed::Nanosecond3 | Fixed::Nanosecond6 | Fixed::Nanosecond9) => {
-            r"(?:\.[0-9]+)?".into()
-        }
+        Item::Numeric(numeric, pad) => match (numeric_width(numeric), pad) {
+            (Some(w), Pad::Zero) => format!("[0-9]{{{w}}}"),
+            (Some(w), Pad::Space) => format!("[ 0-9]{{{w}}}"),
+            (Some(w), Pad::None) => format!("[0-9]{{1,{w}}}"),
+            (None, _) => "[-+ ]*[0-9]+".into(),
+        },
+        Item::Fixed(Fixed::Nanosecond3) => r"\.[0-9]{3}".into(),
+        Item::Fixed(Fixed::Nanosecond6) => r"\.[0-9]{6}".into(),
+        Item::Fixed(Fixed::Nanosecond9) => r"\.[0-9]{9}".into(),
+        Item::Fixed(Fixed::Nanosecond) => r"(?:\.[0-9]+)?".into(),
         _ => "[^/]+?".into(),
+    }
+}
+
+/// The digits a numeric time field always takes, or `None` when it varies
+/// (years, Unix timestamps).
+fn numeric_width(numeric: &Numeric) -> Option<usize> {
+    Some(match numeric {
+        Numeric::YearDiv100
+        | Numeric::YearMod100
+        | Numeric::IsoYearDiv100
+        | Numeric::IsoYearMod100 => 2,
+        Numeric::Month
+        | Numeric::Day
+        | Numeric::WeekFromSun
+        | Numeric::WeekFromMon
+        | Numeric::IsoWeek => 2,
+        Numeric::Hour | Numeric::Hour12 | Numeric::Minute | Numeric::Second => 2,
+        Numeric::NumDaysFromSun | Numeric::WeekdayFromMon => 1,
+        Numeric::Ordinal => 3,
+        Numeric::Nanosecond => 9,
+        _ => return None,
+    })
+}
+
+/// Whether a time part begins (`first`) or ends with digits of varying
+/// width, which would run into `{seq}`'s digits.
+fn varying_digits_at(items: &[Item<'static>], first: bool) -> bool {
+    let item = if first { items.first() } else { items.last() };
+    match item {
+        Some(Item::Numeric(numeric, pad)) => numeric_width(numeric).is_none() || *pad == Pad::None,
+        Some(Item::Fixed(Fixed::Nanosecond)) => !first,
+        _ => false,
     }
 }
 
@@ -449,7 +505,25 @@ mod tests {
                 "{escaping}"
             );
         }
-        for hidden in [".{seq}.jpg", "a//{seq}", "./{seq}"] {
+        for ambiguous in [
+            "{time:%s}{seq}",
+            "{seq}{time:%s}",
+            "{seq}{seq}",
+            "{time:%Y}{seq}.{ext}",
+            "{seq}{time:%-H}",
+        ] {
+            assert_eq!(
+                Template::parse(ambiguous).unwrap_err(),
+                TemplateError::Ambiguous,
+                "{ambiguous}"
+            );
+        }
+        for hidden in [
+            ".{seq}.jpg",
+            "a//{seq}",
+            "./{seq}",
+            "{time:%.f}-{seq}.{ext}",
+        ] {
             assert!(
                 matches!(Template::parse(hidden), Err(TemplateError::BadComponent(_))),
                 "{hidden}"
@@ -464,6 +538,9 @@ mod tests {
             "{time:%Y%m%dT%H%M%S%.3f}_{seq:4}.{ext}",
             "{time:%b %e %H:%M}/{seq}-{camera}.{ext}",
             "x{seq:3}y",
+            "{time:%m%d%H%M%S}{seq:4}.{ext}",
+            "{seq}{time:%H%M}.{ext}",
+            "{time:%Y%m%dT%H%M%S%.3f}{seq:2}.{ext}",
         ];
         for source in templates {
             let template = Template::parse(source).unwrap();
