@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::de::{self, Deserialize, Deserializer, Visitor};
+use toml::de::{DeTable, DeValue};
 use toml::Spanned;
 
 use crate::frame::{ImageFormat, PixelFormat};
@@ -439,8 +440,26 @@ impl Settings {
     }
 }
 
-/// Parses the text into raw structs, reporting syntax errors, every unknown
-/// key, and the first type error of each section.
+/// Deserializes one section (or the top-level `camera`) from a value, to
+/// check it on its own.
+fn check_section(name: &str, value: Spanned<DeValue<'_>>) -> Result<(), toml::de::Error> {
+    let deserializer = toml::de::ValueDeserializer::from(value);
+    match name {
+        "camera" => Spanned::<String>::deserialize(deserializer).map(drop),
+        "source" => RawSource::deserialize(deserializer).map(drop),
+        "ring" => RawRing::deserialize(deserializer).map(drop),
+        "snapshot" => RawSnapshot::deserialize(deserializer).map(drop),
+        "output" => RawOutput::deserialize(deserializer).map(drop),
+        "retention" => RawRetention::deserialize(deserializer).map(drop),
+        "encoder" => RawEncoder::deserialize(deserializer).map(drop),
+        _ => Ok(()),
+    }
+}
+
+/// Parses the text into raw structs. Unknown keys and values of the wrong
+/// type are reported and left out, key by key, so the rest is still
+/// validated and every problem is listed at once; only a syntax error stops
+/// early.
 fn parse_raw(text: &str, problems: &mut Problems<'_>) -> Option<RawConfig> {
     let document = match toml::de::DeTable::parse(text) {
         Ok(document) => document,
@@ -458,60 +477,68 @@ fn parse_raw(text: &str, problems: &mut Problems<'_>) -> Option<RawConfig> {
         ("encoder", field_names::<RawEncoder>()),
     ];
     let top = field_names::<RawConfig>();
-    let mut unknown = false;
-    for (key, value) in document.get_ref() {
-        let name = key.get_ref().as_ref();
-        if !top.contains(&name) {
-            unknown = true;
+    let document_span = document.span();
+    let mut clean = DeTable::new();
+    for (key, value) in document.into_inner() {
+        let name = key.get_ref().to_string();
+        if !top.contains(&name.as_str()) {
             problems.add(
                 Some(key.span()),
-                name,
+                &name,
                 format!("unknown key; expected one of: {}", top.join(", ")),
             );
             continue;
         }
         let Some((_, fields)) = sections.iter().find(|(s, _)| *s == name) else {
+            // A top-level value such as `camera`.
+            match check_section(&name, value.clone()) {
+                Ok(()) => {
+                    clean.insert(key, value);
+                }
+                Err(error) => problems.add(
+                    error.span().or(Some(value.span())),
+                    &name,
+                    error.message().trim().to_owned(),
+                ),
+            }
             continue;
         };
-        let Some(table) = value.get_ref().as_table() else {
-            continue; // reported as a type error below
+        let span = value.span();
+        let DeValue::Table(table) = value.into_inner() else {
+            problems.add(Some(span), &name, format!("must be a table: [{name}]"));
+            continue;
         };
-        for inner in table.keys() {
-            let inner_name = inner.get_ref().as_ref();
-            if !fields.contains(&inner_name) {
-                unknown = true;
+        let mut kept = DeTable::new();
+        for (inner, inner_value) in table {
+            let inner_name = inner.get_ref().to_string();
+            let key_path = format!("{name}.{inner_name}");
+            if !fields.contains(&inner_name.as_str()) {
                 problems.add(
                     Some(inner.span()),
-                    &format!("{name}.{inner_name}"),
+                    &key_path,
                     format!("unknown key; [{name}] takes: {}", fields.join(", ")),
                 );
+                continue;
             }
+            let mut single = DeTable::new();
+            single.insert(inner.clone(), inner_value.clone());
+            if let Err(error) =
+                check_section(&name, Spanned::new(span.clone(), DeValue::Table(single)))
+            {
+                let at = error.span().unwrap_or(inner_value.span());
+                problems.add(Some(at), &key_path, error.message().trim().to_owned());
+                continue;
+            }
+            kept.insert(inner, inner_value);
         }
+        clean.insert(key, Spanned::new(span, DeValue::Table(kept)));
     }
-    if unknown {
-        return None;
-    }
-    match toml::from_str::<RawConfig>(text) {
+    let deserializer =
+        toml::de::ValueDeserializer::from(Spanned::new(document_span, DeValue::Table(clean)));
+    match RawConfig::deserialize(deserializer) {
         Ok(raw) => Some(raw),
-        Err(_) => {
-            // Deserialize each section on its own to report one error per section.
-            for (key, value) in document.into_inner() {
-                let name = key.get_ref().to_string();
-                let deserializer = toml::de::ValueDeserializer::from(value);
-                let result = match name.as_str() {
-                    "camera" => Spanned::<String>::deserialize(deserializer).map(drop),
-                    "source" => RawSource::deserialize(deserializer).map(drop),
-                    "ring" => RawRing::deserialize(deserializer).map(drop),
-                    "snapshot" => RawSnapshot::deserialize(deserializer).map(drop),
-                    "output" => RawOutput::deserialize(deserializer).map(drop),
-                    "retention" => RawRetention::deserialize(deserializer).map(drop),
-                    "encoder" => RawEncoder::deserialize(deserializer).map(drop),
-                    _ => Ok(()),
-                };
-                if let Err(error) = result {
-                    problems.add(error.span(), &name, error.message().trim().to_owned());
-                }
-            }
+        Err(error) => {
+            problems.add(error.span(), "", error.message().trim().to_owned());
             None
         }
     }

@@ -174,3 +174,24 @@ fn a_missing_raw_input_is_named() {
         stderr(&output)
     );
 }
+
+#[test]
+fn unknown_keys_and_wrong_types_do_not_hide_other_problems() {
+    let env = Env::new();
+    let output = check(
+        &env,
+        "camra = 1\n[source]\nwidth = \"abc\"\nwidht = 3\nfps = 0\n[snapshot]\nquality = 500\n",
+    );
+    assert_eq!(output.status.code(), Some(78));
+    let err = stderr(&output);
+    assert!(err.contains("5 problems"), "{err}");
+    for needle in [
+        "line 1, column 1: camra",
+        "line 3, column 9: source.width",
+        "line 4, column 1: source.widht",
+        "line 5",
+        "line 7",
+    ] {
+        assert!(err.contains(needle), "{needle} not in:\n{err}");
+    }
+}
