@@ -103,7 +103,13 @@ fn io_errors_on_sync_and_write_are_survived() {
     let env = Env::new();
     env.config("[source]\nwidth = 64\nheight = 48\nfps = 100\n[snapshot]\nevery = \"frame\"\nformat = \"png\"\n");
     let config = env.path("config.toml");
-    for point in ["posix/io/sync/fdatasync", "posix/io/rw/write"] {
+    // Images are written with writev and synced with fdatasync; plain write
+    // is what the log uses: failing it must not stop the recorder either.
+    for point in [
+        "posix/io/sync/fdatasync",
+        "posix/io/rw/writev",
+        "posix/io/rw/write",
+    ] {
         let output = Command::new("fiu-run")
             .args([
                 "-x",
@@ -122,10 +128,12 @@ fn io_errors_on_sync_and_write_are_survived() {
             .unwrap();
         assert_success(&output);
         let line = summary(&output);
-        assert!(
-            line.contains("write "),
-            "{point}: no write drops counted: {line}"
-        );
+        if !point.ends_with("/write") {
+            assert!(
+                line.contains("write "),
+                "{point}: no write drops counted: {line}"
+            );
+        }
         assert_all_whole(&env);
     }
     // Every manifest line names a whole file (lines may be missing, never wrong).

@@ -5,7 +5,7 @@
 
 use turbojpeg::{Compressor, Image, OutputBuf, PixelFormat as TjFormat, Subsamp, YuvPlanesImage};
 
-use super::{EncodeError, MjpegDecoder};
+use super::{EncodeError, MjpegDecoder, Parts};
 use crate::config::Subsampling;
 use crate::convert::{expand_luma_of, nv12_to_planes, yuyv_to_planes, Planes};
 use crate::frame::{Frame, PixelFormat};
@@ -21,7 +21,6 @@ pub struct JpegEncoder {
     planes: Planes,
     scratch: Vec<u8>,
     exif: Exif,
-    file: Vec<u8>,
     timezone: TimeZone,
 }
 
@@ -52,13 +51,12 @@ impl JpegEncoder {
             planes: Planes::default(),
             scratch: Vec::new(),
             exif: Exif::default(),
-            file: Vec::new(),
             timezone,
         })
     }
 
     /// Encodes `frame`; the returned bytes are the whole file.
-    pub fn encode(&mut self, frame: &Frame) -> Result<&[u8], EncodeError> {
+    pub fn encode(&mut self, frame: &Frame) -> Result<Parts<'_>, EncodeError> {
         let (w, h) = (frame.width as usize, frame.height as usize);
         let gray = self.subsampling == Subsampling::Gray;
         // The stored image's size (an MJPEG frame's own header may differ).
@@ -148,13 +146,11 @@ impl JpegEncoder {
             }
             PixelFormat::Gray16 => return Err(EncodeError::Unsupported(frame.format, "jpeg")),
         }
-        self.exif.stamp(
+        Ok(self.exif.stamp(
             &self.jpeg,
             (frame.captured_at, width, height),
             self.timezone,
-            &mut self.file,
-        );
-        Ok(&self.file)
+        ))
     }
 }
 
@@ -196,8 +192,8 @@ mod tests {
                 (PixelFormat::Rgb, 5, 3),
                 (PixelFormat::Gray, 3, 1),
             ] {
-                let jpeg = encoder.encode(&frame(format, w, h)).unwrap();
-                let header = turbojpeg::read_header(jpeg).unwrap();
+                let jpeg = encoder.encode(&frame(format, w, h)).unwrap().concat();
+                let header = turbojpeg::read_header(&jpeg).unwrap();
                 assert_eq!(
                     (header.width, header.height),
                     (w as usize, h as usize),

@@ -125,6 +125,10 @@ impl MjpegDecoder {
     }
 }
 
+/// An encoded file as parts written one after the other (a JPEG and the
+/// EXIF segment spliced into it, without copying them together).
+pub type Parts<'a> = [&'a [u8]; 3];
+
 /// The largest decoded MJPEG frame accepted, in bytes (about 9600×9600 RGB).
 pub const MAX_DECODED: usize = 256 << 20;
 
@@ -164,7 +168,7 @@ impl Encoder {
     }
 
     /// Encodes `frame` into the bytes of its file.
-    pub fn encode<'a>(&'a mut self, frame: &'a Frame) -> Result<&'a [u8], EncodeError> {
+    pub fn encode<'a>(&'a mut self, frame: &'a Frame) -> Result<Parts<'a>, EncodeError> {
         if let Some(expected) = frame.format.frame_len(frame.width, frame.height) {
             if frame.data.len() != expected {
                 return Err(EncodeError::Size {
@@ -219,11 +223,12 @@ pub fn run_worker(
             Ok(bytes) => {
                 let info = FileInfo::of(&frame, format);
                 let dropped_before = |f: &WrittenFile| stats.file_written(f.seq, &f.path, f.len);
-                let mut result = writer.write(info, bytes, dropped_before);
+                let mut result = writer.write(info, &bytes, dropped_before);
                 if let (Err(e), Some(retention)) = (&result, &retention) {
                     // A full disk with a quota to keep: make room, try once more.
-                    if e.is_disk_full() && retention.make_room(bytes.len() as u64 * 2 + (1 << 20)) {
-                        result = writer.write(info, bytes, dropped_before);
+                    let len: usize = bytes.iter().map(|p| p.len()).sum();
+                    if e.is_disk_full() && retention.make_room(len as u64 * 2 + (1 << 20)) {
+                        result = writer.write(info, &bytes, dropped_before);
                     }
                 }
                 match result {

@@ -5,7 +5,7 @@
 
 use png::{BitDepth, ColorType, Compression};
 
-use super::{EncodeError, MjpegDecoder};
+use super::{EncodeError, MjpegDecoder, Parts};
 use crate::config::PngCompression;
 use crate::convert::{nv12_to_rgb, swap16, yuyv_to_rgb};
 use crate::frame::{Frame, PixelFormat};
@@ -34,7 +34,7 @@ impl PngEncoder {
     }
 
     /// Encodes `frame`; the returned bytes are the whole file.
-    pub fn encode(&mut self, frame: &Frame) -> Result<&[u8], EncodeError> {
+    pub fn encode(&mut self, frame: &Frame) -> Result<Parts<'_>, EncodeError> {
         let (w, h) = (frame.width as usize, frame.height as usize);
         let (mut width, mut height) = (frame.width, frame.height);
         let (color, depth, pixels): (ColorType, BitDepth, &[u8]) = match frame.format {
@@ -79,6 +79,6 @@ impl PngEncoder {
         let mut writer = encoder.write_header().map_err(EncodeError::Png)?;
         writer.write_image_data(pixels).map_err(EncodeError::Png)?;
         writer.finish().map_err(EncodeError::Png)?;
-        Ok(&self.file)
+        Ok([&self.file, &[], &[]])
     }
 }

@@ -60,6 +60,7 @@ pub struct Synthetic {
     /// For mjpeg: the RGB canvas and the compressor.
     canvas: Vec<u8>,
     jpeg: Option<turbojpeg::Compressor>,
+    jpeg_out: Vec<u8>,
 }
 
 impl Synthetic {
@@ -120,6 +121,7 @@ impl Synthetic {
             background,
             canvas: Vec::new(),
             jpeg,
+            jpeg_out: Vec::new(),
         })
     }
 
@@ -215,13 +217,18 @@ impl Synthetic {
                 height: h,
                 format: turbojpeg::PixelFormat::RGB,
             };
-            // Compress straight into the frame buffer, sized for the worst case
-            // (it keeps that capacity). Compressing a valid RGB image does not
-            // fail; if it ever did, the empty frame would be dropped as corrupt.
-            let room = compressor.buf_len(w, h).unwrap_or(w * h * 4 + 2048);
-            let out = sized(&mut frame.data, room);
-            let len = compressor.compress_to_slice(image, out).unwrap_or(0);
-            frame.data.truncate(len);
+            // Compress into a buffer sized once for the worst case, then copy the
+            // JPEG's own bytes. Compressing a valid RGB image does not fail; if
+            // it ever did, the empty frame would be dropped as corrupt.
+            if self.jpeg_out.is_empty() {
+                let room = compressor.buf_len(w, h).unwrap_or(w * h * 4 + 2048);
+                self.jpeg_out.resize(room, 0);
+            }
+            let len = compressor
+                .compress_to_slice(image, &mut self.jpeg_out)
+                .unwrap_or(0);
+            frame.data.clear();
+            frame.data.extend_from_slice(&self.jpeg_out[..len]);
         }
     }
 }
@@ -229,7 +236,18 @@ impl Synthetic {
 /// Draws `number` in a white box at the top-left corner.
 fn draw_number(buf: &mut [u8], format: PixelFormat, w: usize, h: usize, number: u64) {
     let scale = (h / 120).max(1);
-    let digits = number.to_string();
+    let mut text = [0u8; 20];
+    let mut at = text.len();
+    let mut n = number;
+    loop {
+        at -= 1;
+        text[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    let digits = &text[at..];
     let margin = 2 * scale;
     let box_w = digits.len() * 6 * scale + 2 * margin;
     let box_h = 7 * scale + 2 * margin;
@@ -246,7 +264,7 @@ fn draw_number(buf: &mut [u8], format: PixelFormat, w: usize, h: usize, number: 
         },
         WHITE,
     );
-    for (k, digit) in digits.bytes().enumerate() {
+    for (k, &digit) in digits.iter().enumerate() {
         let glyph = &DIGITS[(digit - b'0') as usize];
         for (row, bits) in glyph.iter().enumerate() {
             for col in 0..5 {

@@ -185,26 +185,22 @@ impl Exif {
         &self.segment
     }
 
-    /// Copies `jpeg` into `out` with the EXIF segment after SOI and the JFIF
-    /// APP0 segment (where readers look for it).
-    pub fn stamp(
-        &mut self,
-        jpeg: &[u8],
+    /// The file as three parts to write one after the other: `jpeg` with
+    /// the EXIF segment after SOI and the JFIF APP0 segment (where readers
+    /// look for it). Nothing is copied.
+    pub fn stamp<'a>(
+        &'a mut self,
+        jpeg: &'a [u8],
         frame: (SystemTime, u32, u32),
         tz: TimeZone,
-        out: &mut Vec<u8>,
-    ) {
+    ) -> [&'a [u8]; 3] {
         let (captured_at, width, height) = frame;
         let mut at = 2.min(jpeg.len());
         if jpeg.len() >= 6 && jpeg[2..4] == [0xFF, 0xE0] {
             at = (4 + usize::from(u16::from_be_bytes([jpeg[4], jpeg[5]]))).min(jpeg.len());
         }
         let segment = self.segment(captured_at, tz, width, height);
-        out.clear();
-        out.reserve(jpeg.len() + segment.len());
-        out.extend_from_slice(&jpeg[..at]);
-        out.extend_from_slice(segment);
-        out.extend_from_slice(&jpeg[at..]);
+        [&jpeg[..at], segment, &jpeg[at..]]
     }
 }
 
@@ -240,13 +236,9 @@ mod tests {
     fn stamp_goes_after_jfif() {
         let jpeg = [0xFF, 0xD8, 0xFF, 0xE0, 0x00, 0x04, 0xAA, 0xBB, 0xFF, 0xD9];
         let mut exif = Exif::default();
-        let mut out = Vec::new();
-        exif.stamp(
-            &jpeg,
-            (SystemTime::UNIX_EPOCH, 4, 2),
-            TimeZone::Utc,
-            &mut out,
-        );
+        let out = exif
+            .stamp(&jpeg, (SystemTime::UNIX_EPOCH, 4, 2), TimeZone::Utc)
+            .concat();
         assert_eq!(&out[..8], &jpeg[..8]);
         assert_eq!(&out[8..10], &[0xFF, 0xE1]);
         assert_eq!(&out[out.len() - 2..], &[0xFF, 0xD9]);

@@ -106,7 +106,7 @@ impl<'s> Writer<'s> {
     pub fn write(
         &mut self,
         info: FileInfo,
-        bytes: &[u8],
+        parts: &[&[u8]],
         dropped_before: impl FnOnce(&WrittenFile) -> u64,
     ) -> Result<(WrittenFile, Option<WriteError>), WriteError> {
         let Writer {
@@ -157,8 +157,7 @@ impl<'s> Writer<'s> {
         let Some((_, dir_file)) = current_dir.as_ref() else {
             unreachable!("the directory was opened above");
         };
-        let written = file
-            .write_all(bytes)
+        let written = write_all_parts(&mut file, parts)
             .map_err(io_error("write", temp_path()))
             .and_then(|()| {
                 if store.fsync {
@@ -182,7 +181,7 @@ impl<'s> Writer<'s> {
         let file = WrittenFile {
             seq: info.seq,
             path: final_path,
-            len: bytes.len() as u64,
+            len: parts.iter().map(|p| p.len() as u64).sum(),
         };
         let dropped = dropped_before(&file);
         if let Some(manifest) = &store.manifest {
@@ -210,6 +209,26 @@ impl<'s> Writer<'s> {
         }
         Ok((file, None))
     }
+}
+
+/// Writes every part, in order, with as few `writev` calls as it takes.
+fn write_all_parts(file: &mut File, parts: &[&[u8]]) -> io::Result<()> {
+    let mut slices: [io::IoSlice<'_>; 4] = [io::IoSlice::new(&[]); 4];
+    let mut count = 0;
+    for part in parts.iter().filter(|p| !p.is_empty()).take(slices.len()) {
+        slices[count] = io::IoSlice::new(part);
+        count += 1;
+    }
+    let mut slices = &mut slices[..count];
+    while !slices.is_empty() {
+        match file.write_vectored(slices) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => io::IoSlice::advance_slices(&mut slices, n),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }
 
 /// Opens (creating as needed) a directory below the output directory. New
@@ -330,11 +349,11 @@ mod tests {
         let root = tempfile::tempdir().unwrap();
         let store = store(root.path());
         let mut writer = Writer::new(&store);
-        let (file, manifest_error) = writer.write(info(1), b"first", |_| 0).unwrap();
+        let (file, manifest_error) = writer.write(info(1), &[b"first"], |_| 0).unwrap();
         assert!(manifest_error.is_none());
         assert_eq!(file.path, root.path().join("1970/0000000001.png"));
         assert_eq!(std::fs::read(&file.path).unwrap(), b"first");
-        let err = writer.write(info(1), b"second", |_| 0).unwrap_err();
+        let err = writer.write(info(1), &[b"second"], |_| 0).unwrap_err();
         assert!(matches!(err, WriteError::Exists { .. }), "{err}");
         assert_eq!(std::fs::read(&file.path).unwrap(), b"first");
         let left = std::fs::read_dir(root.path().join("1970")).unwrap().count();
@@ -350,9 +369,9 @@ mod tests {
         let root = tempfile::tempdir().unwrap();
         let store = store(root.path());
         let mut writer = Writer::new(&store);
-        writer.write(info(1), b"a", |_| 0).unwrap();
+        writer.write(info(1), &[b"a"], |_| 0).unwrap();
         std::fs::remove_dir_all(root.path().join("1970")).unwrap();
-        let (file, _) = writer.write(info(2), b"b", |_| 0).unwrap();
+        let (file, _) = writer.write(info(2), &[b"b"], |_| 0).unwrap();
         assert_eq!(
             std::fs::read(&file.path).unwrap(),
             b"b",
