@@ -40,10 +40,23 @@ pub struct Settings {
 
 #[derive(Clone, Debug, PartialEq)]
 pub enum SourceKind {
+    /// A V4L2 camera: `device` is a path, an index or part of its name.
+    Camera { device: String, strict: bool },
     /// A moving test pattern made in memory.
     Synthetic,
     /// Back-to-back raw frames (or concatenated JPEGs) from a file or stdin.
     Raw { path: PathBuf },
+}
+
+impl SourceKind {
+    /// The `kind` value.
+    pub const fn name(&self) -> &'static str {
+        match self {
+            SourceKind::Camera { .. } => "camera",
+            SourceKind::Synthetic => "synthetic",
+            SourceKind::Raw { .. } => "raw",
+        }
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -225,6 +238,7 @@ struct RawSource {
     fps: Option<Spanned<f64>>,
     pixel_format: Option<Spanned<String>>,
     path: Option<Spanned<String>>,
+    strict: Option<Spanned<bool>>,
 }
 
 #[derive(Debug, Default, serde::Deserialize)]
@@ -320,6 +334,8 @@ const fn default_dir_mode() -> u32 {
 pub const DEFAULT_NAME: &str = "{camera}/{time:%Y-%m-%d}/{camera}-{seq}.{ext}";
 /// The default `camera`.
 pub const DEFAULT_CAMERA: &str = "cam0";
+/// The default `source.device`.
+pub const DEFAULT_DEVICE: &str = "/dev/video0";
 /// The default `output.dir`.
 pub const DEFAULT_DIR: &str = "./frames";
 
@@ -692,14 +708,13 @@ fn validate(raw: RawConfig, problems: &mut Problems<'_>) -> Option<Settings> {
                 None
             }
         },
-        "camera" => {
-            problems.add(
-                source.kind.as_ref().map(|k| k.span()),
-                "source.kind",
-                "\"camera\" is not supported by this build yet; use \"synthetic\" or \"raw\" (pipe frames in with path = \"-\")",
-            );
-            None
-        }
+        "camera" => Some(SourceKind::Camera {
+            device: source
+                .device
+                .as_ref()
+                .map_or_else(|| DEFAULT_DEVICE.to_owned(), |d| d.get_ref().to_string()),
+            strict: source.strict.as_ref().is_some_and(|v| *v.get_ref()),
+        }),
         other => {
             problems.add(
                 source.kind.as_ref().map(|k| k.span()),
@@ -751,6 +766,8 @@ fn validate(raw: RawConfig, problems: &mut Problems<'_>) -> Option<Settings> {
                 None
             }
         },
+        // Cameras do MJPEG best (and it can be stored as it is).
+        None if kind_name == "camera" => Some(PixelFormat::Mjpeg),
         None => Some(PixelFormat::Rgb),
     };
     if let (Some(format), Some(w), Some(h)) = (pixel_format, width, height) {
@@ -772,7 +789,15 @@ fn validate(raw: RawConfig, problems: &mut Problems<'_>) -> Option<Settings> {
             ok = false;
         }
     }
-    if let (Some(path), "synthetic") = (&source.path, kind_name) {
+    if let (Some(PixelFormat::Rgba), "camera") = (pixel_format, kind_name) {
+        problems.add(
+            source.pixel_format.as_ref().map(|v| v.span()),
+            "source.pixel_format",
+            "cameras do not deliver rgba: use mjpeg, yuyv, nv12, gray, gray16 or rgb",
+        );
+        ok = false;
+    }
+    if let (Some(path), "synthetic" | "camera") = (&source.path, kind_name) {
         problems.at(
             path,
             "source.path",
@@ -804,11 +829,13 @@ fn validate(raw: RawConfig, problems: &mut Problems<'_>) -> Option<Settings> {
                 problems,
             )
         });
-    if let (Some(Overflow::Block), Some(SourceKind::Synthetic)) = (when_full, &kind) {
+    if let (Some(Overflow::Block), Some(SourceKind::Synthetic | SourceKind::Camera { .. })) =
+        (when_full, &kind)
+    {
         problems.add(
             ring.when_full.as_ref().map(|v| v.span()),
             "ring.when_full",
-            "\"block\" is only for kind = \"raw\": a live source cannot wait; use \"drop-oldest\" or \"drop-newest\"",
+            "\"block\" is only for kind = \"raw\": a camera cannot wait; use \"drop-oldest\" or \"drop-newest\"",
         );
         ok = false;
     }
@@ -1095,6 +1122,11 @@ impl fmt::Display for Settings {
         writeln!(f, "\n[source]")?;
         match &self.source.kind {
             SourceKind::Synthetic => writeln!(f, "kind = \"synthetic\"")?,
+            SourceKind::Camera { device, strict } => {
+                writeln!(f, "kind = \"camera\"")?;
+                writeln!(f, "device = {}", toml_str(device))?;
+                writeln!(f, "strict = {strict}")?;
+            }
             SourceKind::Raw { path } => {
                 writeln!(f, "kind = \"raw\"")?;
                 writeln!(f, "path = {}", toml_str(&path.to_string_lossy()))?;
@@ -1338,7 +1370,8 @@ threads = 1000
             ("[source]\nkind = \"raw\"\n", "source.path"),
             ("[source]\npath = \"x.rgb\"\n", "source.path"),
             ("[ring]\nwhen_full = \"block\"\n", "ring.when_full"),
-            ("[source]\nkind = \"camera\"\n", "source.kind"),
+            ("[source]\nkind = \"camera\"\npixel_format = \"rgba\"\n[snapshot]\nformat = \"png\"\n", "source.pixel_format"),
+            ("[source]\nkind = \"camera\"\n[ring]\nwhen_full = \"block\"\n", "ring.when_full"),
             ("[retention]\nmax_bytes = \"lots\"\n", "retention.max_bytes"),
             ("[retention]\nmax_bytes = 0\n", "retention.max_bytes"),
             ("[retention]\nmax_files = 0\n", "retention.max_files"),

@@ -114,10 +114,12 @@ pub fn forward_signals(
 }
 
 /// Records until stopped; returns the run's counters. Errors are setup
-/// failures, or a source or thread that died (exit code 1).
+/// failures, or a source or thread that died (exit code 1). `open_source`
+/// runs on the capture thread: a camera must stay on the thread that
+/// opened it.
 pub fn run(
     settings: &Settings,
-    source: Source,
+    open_source: impl FnOnce() -> Result<Source, SourceError> + Send,
     control_rx: &Receiver<Control>,
     limits: Limits,
 ) -> anyhow::Result<Summary> {
@@ -141,7 +143,7 @@ pub fn run(
     }
     tracing::info!(
         camera = %settings.camera,
-        source = source.name(),
+        source = settings.source.kind.name(),
         dir = %store.dir().display(),
         existing_files = found.files,
         next_seq,
@@ -219,6 +221,13 @@ pub fn run(
                 // Set however capture ends, a panic included, so the
                 // supervisor never waits for a thread that is gone.
                 let _done = SetOnDrop(&flags.capture_done);
+                let source = match open_source() {
+                    Ok(source) => source,
+                    Err(e) => {
+                        flags.failed.store(true, Ordering::SeqCst);
+                        return Err(e);
+                    }
+                };
                 Capture {
                     source,
                     producer,
@@ -323,6 +332,11 @@ impl Capture<'_> {
             match self.source.next_frame(&mut current, &self.flags.stop) {
                 Ok(Captured::Frame) => {}
                 Ok(Captured::End) => break Ok(()),
+                Ok(Captured::Corrupt(e)) => {
+                    self.stats.captured.fetch_add(1, Ordering::Relaxed);
+                    self.stats.frame_dropped(DropReason::Corrupt, 0, &e);
+                    continue;
+                }
                 Err(e) => {
                     self.flags.failed.store(true, Ordering::SeqCst);
                     break Err(e);

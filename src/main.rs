@@ -107,12 +107,14 @@ fn main() -> ExitCode {
             },
             Err(e) => report_config_error(&e),
         },
-        Command::Devices => {
-            say(format_args!(
-                "framerec: camera capture is not supported by this build yet, so no cameras can be listed"
-            ));
-            Exit::Failure.into()
-        }
+        Command::Devices => match write!(
+            std::io::stdout(),
+            "{}",
+            framerec::source::v4l2::describe_devices()
+        ) {
+            Ok(()) => Exit::Success.into(),
+            Err(_) => Exit::Failure.into(),
+        },
         Command::Run {
             config,
             frames,
@@ -136,8 +138,7 @@ fn main() -> ExitCode {
 fn record(settings: &Settings, limits: Limits) -> anyhow::Result<()> {
     let (control_tx, control_rx) = crossbeam_channel::bounded(16);
     let signals = daemon::forward_signals(control_tx)?;
-    let source = Source::open(settings)?;
-    let result = daemon::run(settings, source, &control_rx, limits);
+    let result = daemon::run(settings, || Source::open(settings), &control_rx, limits);
     signals.close();
     result.map(drop)
 }

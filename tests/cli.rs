@@ -195,3 +195,33 @@ fn unknown_keys_and_wrong_types_do_not_hide_other_problems() {
         assert!(err.contains(needle), "{needle} not in:\n{err}");
     }
 }
+
+#[test]
+fn devices_without_a_camera_says_so_and_exits_0() {
+    let env = Env::new();
+    let output = env.run(&["devices"]);
+    assert_success(&output);
+    let text = String::from_utf8_lossy(&output.stdout);
+    // On a machine with cameras it lists them with their formats instead.
+    assert!(
+        text.contains("no cameras found") || text.contains("/dev/video"),
+        "{text}"
+    );
+}
+
+#[test]
+fn a_missing_camera_is_waited_for_and_sigterm_still_exits_0() {
+    let env = Env::new();
+    env.config("[source]\nkind = \"camera\"\ndevice = \"/dev/v4l/by-id/no-such-camera\"\n");
+    let mut child = env.spawn(false);
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    signal(&child, "TERM");
+    wait_with_timeout(&mut child, std::time::Duration::from_secs(10));
+    let output = child.wait_with_output().unwrap();
+    assert_success(&output);
+    let err = stderr(&output);
+    assert!(
+        err.contains("camera not available") && err.contains("no-such-camera"),
+        "{err}"
+    );
+}

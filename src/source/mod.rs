@@ -5,15 +5,17 @@
 //! with its capture time; it never allocates per frame once the buffer has
 //! grown to the frame size.
 
+pub mod camera;
 pub mod mjpeg;
 pub mod raw;
 pub mod synthetic;
+pub mod v4l2;
 
 use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
 
 use crate::config::{Settings, SourceKind};
-use crate::frame::{Frame, PixelFormat};
+use crate::frame::{Frame, ImageFormat, PixelFormat};
 
 pub use raw::Raw;
 pub use synthetic::Synthetic;
@@ -25,6 +27,9 @@ pub enum Captured {
     Frame,
     /// The source has ended (end of input, or a stop was asked for).
     End,
+    /// The source sent a frame that is not a whole image (a torn MJPEG
+    /// frame from a flaky USB camera); the buffer holds nothing to keep.
+    Corrupt(mjpeg::JpegError),
 }
 
 /// Why a source could not open or go on.
@@ -44,19 +49,44 @@ pub enum SourceError {
     },
     #[error("cannot set up the JPEG encoder of the synthetic source")]
     Jpeg(#[source] turbojpeg::Error),
+    #[error("camera")]
+    Camera(#[from] camera::CameraError),
 }
 
 /// A frame source.
 pub enum Source {
     Synthetic(Box<Synthetic>),
     Raw(Box<Raw>),
+    Camera(Box<camera::Camera<v4l2::LinuxOpener>>),
 }
 
 impl Source {
-    /// Opens the source the settings describe.
+    /// Opens the source the settings describe. A camera is looked for on
+    /// the first frame (and waited for if absent), on the thread that calls
+    /// [`Source::next_frame`].
     pub fn open(settings: &Settings) -> Result<Source, SourceError> {
         let s = &settings.source;
         Ok(match &s.kind {
+            SourceKind::Camera { device, strict } => {
+                let format = camera::CamFormat::for_pixel_format(s.pixel_format)
+                    .unwrap_or(camera::CamFormat::Mjpeg);
+                let usable: fn(camera::CamFormat) -> bool = match settings.snapshot.format {
+                    ImageFormat::Jpeg => |f| f != camera::CamFormat::Y16,
+                    ImageFormat::Png => |_| true,
+                };
+                let request = camera::Request {
+                    spec: device.clone(),
+                    wanted: camera::Mode {
+                        width: s.width,
+                        height: s.height,
+                        fps: s.fps.round().max(1.0) as u32,
+                        format,
+                    },
+                    strict: *strict,
+                    usable,
+                };
+                Source::Camera(Box::new(camera::Camera::new(v4l2::LinuxOpener, request)))
+            }
             SourceKind::Synthetic => Source::Synthetic(Box::new(Synthetic::new(
                 s.width,
                 s.height,
@@ -81,6 +111,7 @@ impl Source {
         match self {
             Source::Synthetic(s) => s.next_frame(frame, stop),
             Source::Raw(r) => r.next_frame(frame, stop),
+            Source::Camera(c) => Ok(c.next_frame(frame, stop)?),
         }
     }
 
@@ -89,13 +120,14 @@ impl Source {
         match self {
             Source::Synthetic(_) => "synthetic",
             Source::Raw(_) => "raw",
+            Source::Camera(_) => "camera",
         }
     }
 
     /// Stretches of input that were not whole frames and were skipped.
     pub fn skipped(&self) -> u64 {
         match self {
-            Source::Synthetic(_) => 0,
+            Source::Synthetic(_) | Source::Camera(_) => 0,
             Source::Raw(r) => r.skipped().0,
         }
     }
