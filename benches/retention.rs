@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use framerec::retention::index::Index;
 use framerec::retention::plan::{plan_deletions, Quota};
 use framerec::store::naming::Template;
-use framerec::store::{scan, Owned, EXTENSIONS};
+use framerec::store::{scan, Owned, Sweep, EXTENSIONS};
 
 const TEMPLATE: &str = "{camera}/{time:%Y-%m-%d}/{camera}-{seq}.{ext}";
 
@@ -112,7 +112,14 @@ fn main() {
         let mut visit = |owned: Owned<'_>| {
             fresh.insert_unsorted(owned.seq, owned.relative, owned.bytes, owned.mtime)
         };
-        let found = scan(&root, template.depth(), &matcher, Some(&mut visit)).unwrap();
+        let found = scan(
+            &root,
+            template.depth(),
+            &matcher,
+            Sweep::Nothing,
+            Some(&mut visit),
+        )
+        .unwrap();
         fresh.finish_scan();
         let scan_time = started.elapsed();
         let rss = rss_kib().saturating_sub(before);

@@ -139,7 +139,7 @@ pub fn run(
             index_kib = index.memory() >> 10,
             "retention: indexed the files on disk"
         );
-        retention::warn_about_quota(&quota, store.dir());
+        retention::warn_about_quota(&quota, store.dir(), usage.bytes);
     }
     tracing::info!(
         camera = %settings.camera,

@@ -171,13 +171,28 @@ fn emptied_directories_are_removed() {
 fn files_deleted_by_someone_else_are_seen() {
     let env = Env::new();
     camera(&env, 50, "100ms", "max_files = 20");
+    deleted_files_are_seen(&env);
+}
+
+#[test]
+fn files_deleted_by_someone_else_are_seen_with_a_relative_output_dir() {
+    let env = Env::new();
+    // The recorder runs in the sandbox: "out" is relative to it.
+    env.config(
+        "[source]\nwidth = 64\nheight = 48\nfps = 50\n[snapshot]\nevery = \"100ms\"\n\
+         [output]\ndir = \"out\"\n[retention]\nmax_files = 20\n",
+    );
+    deleted_files_are_seen(&env);
+}
+
+fn deleted_files_are_seen(env: &Env) {
     let mut child = env.spawn(false);
     let deadline = Instant::now() + Duration::from_secs(20);
-    while owned(&env).len() < 20 && Instant::now() < deadline {
+    while owned(env).len() < 20 && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(20));
     }
     // Someone deletes the ten newest files but one.
-    let mut names = owned(&env);
+    let mut names = owned(env);
     names.sort_by_key(|n| seq_of(n));
     let oldest = seq_of(&names[0]);
     let highest = seq_of(names.last().unwrap());
@@ -187,10 +202,10 @@ fn files_deleted_by_someone_else_are_seen() {
     // Nine more files fit under the quota: if retention saw the deletions,
     // it deletes nothing meanwhile; if not, it deletes the oldest nine.
     let deadline = Instant::now() + Duration::from_secs(15);
-    while seqs(&env).last().is_none_or(|&s| s < highest + 9) && Instant::now() < deadline {
+    while seqs(env).last().is_none_or(|&s| s < highest + 9) && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(10));
     }
-    let survivors = seqs(&env);
+    let survivors = seqs(env);
     signal(&child, "TERM");
     wait_with_timeout(&mut child, Duration::from_secs(20));
     assert_success(&child.wait_with_output().unwrap());
@@ -199,7 +214,7 @@ fn files_deleted_by_someone_else_are_seen() {
         survivors[0], oldest,
         "retention deleted files it had no need to: {survivors:?}"
     );
-    assert!(owned(&env).len() <= 20);
+    assert!(owned(env).len() <= 20);
 }
 
 #[test]

@@ -149,17 +149,55 @@ impl Index {
             .make_contiguous()
             .sort_unstable_by_key(|e| e.seq);
         // Two files with one number (a .jpg and a .png after a format
-        // change): keep both, oldest first; they are deleted one after the other.
+        // change): keep both; they are deleted one after the other.
+        // A file is never younger than a file numbered after it (a low number
+        // restored with a fresh mtime must not shield the expired ones behind
+        // it from max_age).
+        let entries = self.entries.make_contiguous();
+        for i in (0..entries.len().saturating_sub(1)).rev() {
+            entries[i].mtime = entries[i].mtime.min(entries[i + 1].mtime);
+        }
         self.shrink();
     }
 
+    /// The index of the entry for `seq` at `path` (live or not).
+    fn find(&self, seq: u64, path: &str) -> Option<usize> {
+        let i = self.position(seq).ok()?;
+        let same = |j: usize| self.entries.get(j).is_some_and(|e| e.seq == seq);
+        let mut first = i;
+        while first > 0 && same(first - 1) {
+            first -= 1;
+        }
+        (first..)
+            .take_while(|&j| same(j))
+            .find(|&j| self.path_of(&self.entries[j]) == path)
+    }
+
     fn add(&mut self, seq: u64, path: &str, bytes: u64, mtime: u64, sorted: bool) {
+        let mtime = mtime.min(u64::from(u32::MAX)) as u32;
+        if sorted {
+            if let Some(i) = self.find(seq, path) {
+                // Known: update it in place, keeping its stored name.
+                let old = self.entries[i];
+                if old.live {
+                    self.unaccount(&old);
+                } else if old.name != DERIVED {
+                    self.arena_dead = self.arena_dead.saturating_sub(usize::from(old.name_len));
+                }
+                let entry = &mut self.entries[i];
+                entry.bytes = bytes;
+                entry.mtime = mtime;
+                entry.live = true;
+                let entry = *entry;
+                self.account(&entry);
+                return;
+            }
+        }
         let (dir_part, name) = path.rsplit_once('/').unwrap_or(("", path));
         let ext = EXTENSIONS
             .iter()
             .position(|e| name.rsplit('.').next() == Some(e))
             .unwrap_or(0) as u8;
-        let dir = self.intern(dir_part);
         let mut derived = self.derivable;
         if derived {
             self.template.render_file_name(
@@ -170,48 +208,48 @@ impl Index {
             );
             derived = self.scratch == name;
         }
-        let (name_at, name_len) = if derived || name.len() > usize::from(u8::MAX) {
+        if !derived && name.len() > usize::from(u8::MAX) {
+            // A name too long to store cannot be deleted by name: leave it out.
+            return;
+        }
+        let dir = self.intern(dir_part);
+        let (name_at, name_len) = if derived {
             (DERIVED, 0)
         } else {
             let at = self.arena.len() as u32;
             self.arena.extend_from_slice(name.as_bytes());
             (at, name.len() as u8)
         };
-        if !derived && name_at == DERIVED {
-            // A name too long to store cannot be deleted by name: leave it out.
-            return;
-        }
-        let entry = Entry {
+        let mut entry = Entry {
             seq,
             bytes,
-            mtime: mtime.min(u64::from(u32::MAX)) as u32,
+            mtime,
             dir,
             name: name_at,
             name_len,
             ext,
             live: true,
         };
-        if !sorted {
-            self.entries.push_back(entry);
-            self.files += 1;
-            self.bytes += bytes;
-            self.dirs[dir as usize].live += 1;
-            return;
-        }
-        match self.position(seq) {
-            Ok(i) => {
-                let old = self.entries[i];
-                if old.live {
-                    self.unaccount(&old);
-                }
-                self.forget_name(&old);
-                self.entries[i] = entry;
+        if sorted {
+            // After any entries with the same number.
+            let at = match self.entries.back() {
+                Some(last) if last.seq <= seq => self.entries.len(),
+                _ => self.entries.partition_point(|e| e.seq <= seq),
+            };
+            if let Some(next) = self.entries.get(at) {
+                entry.mtime = entry.mtime.min(next.mtime);
             }
-            Err(i) => self.entries.insert(i, entry),
+            self.entries.insert(at, entry);
+        } else {
+            self.entries.push_back(entry);
         }
+        self.account(&entry);
+    }
+
+    fn account(&mut self, entry: &Entry) {
         self.files += 1;
-        self.bytes += bytes;
-        self.dirs[dir as usize].live += 1;
+        self.bytes += entry.bytes;
+        self.dirs[entry.dir as usize].live += 1;
     }
 
     fn intern(&mut self, dir: &str) -> u32 {
@@ -242,25 +280,27 @@ impl Index {
 
     /// Whether the live file `seq` at `path` is in the index.
     pub fn contains(&self, seq: u64, path: &str) -> bool {
-        match self.position(seq) {
-            Ok(i) => self.entries[i].live && self.path_of(&self.entries[i]) == path,
-            Err(_) => false,
-        }
+        self.find(seq, path).is_some_and(|i| self.entries[i].live)
     }
 
     /// Marks the file `seq` at `path` as gone (deleted or moved away by
     /// someone else). Returns whether it was known.
     pub fn remove(&mut self, seq: u64, path: &str) -> bool {
-        let Ok(i) = self.position(seq) else {
+        let Some(i) = self.find(seq, path) else {
             return false;
         };
         let entry = self.entries[i];
-        if !entry.live || self.path_of(&entry) != path {
+        if !entry.live {
             return false;
         }
         self.entries[i].live = false;
         self.unaccount(&entry);
         self.forget_name(&entry);
+        // Dead entries at the front would be skipped again by every check.
+        while self.entries.front().is_some_and(|e| !e.live) {
+            self.entries.pop_front();
+        }
+        self.compact();
         true
     }
 
@@ -316,7 +356,7 @@ impl Index {
         if self.arena_dead < 4096 || self.arena_dead * 2 < self.arena.len() {
             return;
         }
-        let mut arena = Vec::with_capacity(self.arena.len() - self.arena_dead);
+        let mut arena = Vec::with_capacity(self.arena.len().saturating_sub(self.arena_dead));
         for entry in self.entries.iter_mut() {
             if entry.name != DERIVED && entry.live {
                 let start = entry.name as usize;
@@ -424,6 +464,63 @@ mod tests {
                 bytes: 150
             }
         );
+    }
+
+    #[test]
+    fn one_number_as_jpg_and_png_is_two_files() {
+        let mut idx = index("{seq}.{ext}");
+        idx.insert(1, "0000000001.jpg", 10, 1);
+        idx.insert(1, "0000000001.png", 20, 1);
+        idx.insert(2, "0000000002.jpg", 30, 2);
+        assert_eq!(
+            idx.usage(),
+            Usage {
+                files: 3,
+                bytes: 60
+            }
+        );
+        assert!(idx.contains(1, "0000000001.png"));
+        assert!(idx.remove(1, "0000000001.png"));
+        assert!(idx.remove(1, "0000000001.jpg"));
+        assert_eq!(
+            idx.usage(),
+            Usage {
+                files: 1,
+                bytes: 30
+            }
+        );
+        assert_eq!(idx.pop_oldest().unwrap().seq, 2);
+    }
+
+    #[test]
+    fn renames_back_and_forth_keep_the_arena_accounting_right() {
+        let mut idx = index("{time:%H%M%S}-{seq}.{ext}");
+        for seq in 0..200u64 {
+            idx.insert(seq, &format!("120000-{seq:010}.jpg"), 1, seq);
+        }
+        for _ in 0..2 {
+            for seq in 0..200u64 {
+                let path = format!("120000-{seq:010}.jpg");
+                assert!(idx.remove(seq, &path));
+                idx.insert(seq, &path, 1, seq);
+            }
+        }
+        assert!(idx.arena_dead <= idx.arena.len());
+        let popped = std::iter::from_fn(|| idx.pop_oldest()).count();
+        assert_eq!(popped, 200);
+    }
+
+    #[test]
+    fn an_old_number_never_looks_younger_than_a_newer_one() {
+        let mut idx = index("{seq}.{ext}");
+        idx.insert_unsorted(2, "0000000002.jpg", 1, 100);
+        idx.insert_unsorted(1, "0000000001.jpg", 1, 999);
+        idx.insert_unsorted(3, "0000000003.jpg", 1, 300);
+        idx.finish_scan();
+        let times: Vec<u64> = idx.oldest_first().map(|f| f.mtime).collect();
+        assert_eq!(times, [100, 100, 300]);
+        idx.insert(0, "0000000000.jpg", 1, 5_000);
+        assert_eq!(idx.oldest_first().next().unwrap().mtime, 100);
     }
 
     #[test]

@@ -92,7 +92,8 @@ pub fn space_of(dir: &Path) -> Option<Space> {
 }
 
 /// Logs the quotas that the filesystem makes impossible or meaningless.
-pub fn warn_about_quota(quota: &Quota, dir: &Path) {
+/// `ours` is the bytes of framerec's files already there.
+pub fn warn_about_quota(quota: &Quota, dir: &Path, ours: u64) {
     let Some(space) = space_of(dir) else { return };
     if let Some(max_bytes) = quota.max_bytes {
         if max_bytes > space.total {
@@ -105,7 +106,17 @@ pub fn warn_about_quota(quota: &Quota, dir: &Path) {
         }
     }
     if let Some(min_free) = quota.min_free {
-        if min_free.bytes(space.total) >= space.total {
+        let floor = min_free.bytes(space.total);
+        if floor < space.total && floor > space.available + ours {
+            tracing::warn!(
+                min_free = floor,
+                available_bytes = space.available,
+                framerec_bytes = ours,
+                dir = %dir.display(),
+                "retention.min_free cannot be met even by deleting all of framerec's files: other data fills the disk"
+            );
+        }
+        if floor >= space.total {
             tracing::warn!(
                 min_free = min_free.bytes(space.total),
                 filesystem_bytes = space.total,
@@ -198,7 +209,10 @@ impl<'a> Retention<'a> {
             select! {
                 recv(requests) -> request => match request {
                     Ok(Request::Written(file)) => {
-                        if let Some(relative) = self.relative(&file.path) {
+                        // Someone may have moved it away already (and the
+                        // watcher told us first): no ghost entries.
+                        let exists = std::fs::symlink_metadata(&file.path).is_ok();
+                        if let Some(relative) = self.relative(&file.path).filter(|_| exists) {
                             if let Some(seq) = self.matcher.seq(&relative) {
                                 let now = epoch_secs(SystemTime::now());
                                 self.index.insert(seq, &relative, file.len, now);
@@ -255,6 +269,14 @@ impl<'a> Retention<'a> {
         );
     }
 
+    /// Whether `relative` names something above the files' level, where the
+    /// template has directories (the manifest, lock and hidden names aside).
+    fn is_directory_level(&self, relative: &str) -> bool {
+        let name = relative.rsplit('/').next().unwrap_or_default();
+        let noise = name.starts_with('.') || name == crate::store::manifest::MANIFEST_NAME;
+        !noise && relative.split('/').count() < self.depth
+    }
+
     fn relative(&self, path: &Path) -> Option<String> {
         path.strip_prefix(&self.root)
             .ok()?
@@ -298,12 +320,10 @@ impl<'a> Retention<'a> {
                     self.index.remove(seq, &relative);
                 }
                 None => {
-                    let name = relative.rsplit('/').next().unwrap_or_default();
                     let ours = self.removed_dirs.remove(path.as_path());
-                    let noise =
-                        name.starts_with('.') || name == crate::store::manifest::MANIFEST_NAME;
-                    if !ours && !noise {
-                        // Perhaps a directory of ours went away: look again soon.
+                    if !ours && self.is_directory_level(&relative) {
+                        // Perhaps a directory of ours went away or was moved:
+                        // look again soon. (Files of others are no news.)
                         self.rescan_at.get_or_insert(Instant::now() + RESCAN_DELAY);
                     }
                 }
@@ -319,7 +339,7 @@ impl<'a> Retention<'a> {
             }
             if self.matcher.seq(&relative).is_some() {
                 self.record(path);
-            } else if path.is_dir() {
+            } else if self.is_directory_level(&relative) && path.is_dir() {
                 // A directory moved in may hold owned files.
                 self.rescan_at.get_or_insert(Instant::now() + RESCAN_DELAY);
             }
@@ -333,7 +353,13 @@ impl<'a> Retention<'a> {
         let mut visit = |owned: crate::store::Owned<'_>| {
             index.insert_unsorted(owned.seq, owned.relative, owned.bytes, owned.mtime)
         };
-        let result = crate::store::scan(&self.root, self.depth, &self.matcher, Some(&mut visit));
+        let result = crate::store::scan(
+            &self.root,
+            self.depth,
+            &self.matcher,
+            crate::store::Sweep::Nothing,
+            Some(&mut visit),
+        );
         match result {
             Ok(_) => {
                 index.finish_scan();

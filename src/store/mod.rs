@@ -104,7 +104,12 @@ impl Store {
         index: Option<&mut Index>,
     ) -> Result<(Store, Found), StoreError> {
         let out = &settings.output;
-        let dir = out.dir.clone();
+        // Absolute, so file paths compare with what the watcher reports
+        // whatever the working directory.
+        let dir = std::path::absolute(&out.dir).map_err(|source| StoreError::CreateDir {
+            path: out.dir.clone(),
+            source,
+        })?;
         fs::DirBuilder::new()
             .recursive(true)
             .mode(out.dir_mode)
@@ -148,9 +153,11 @@ impl Store {
         });
         let visit = visit.as_mut().map(|v| v as &mut dyn FnMut(Owned<'_>));
         let mut found =
-            scan(&dir, out.name.depth(), &matcher, visit).map_err(|source| StoreError::Scan {
-                path: dir.clone(),
-                source,
+            scan(&dir, out.name.depth(), &matcher, Sweep::TempFiles, visit).map_err(|source| {
+                StoreError::Scan {
+                    path: dir.clone(),
+                    source,
+                }
             })?;
         let manifest = if out.manifest {
             let (manifest, highest) =
@@ -225,13 +232,24 @@ struct DirScan {
     swept: u64,
 }
 
-/// Walks `dir` down to `depth` levels: counts owned files, finds the highest
-/// sequence number, and removes owned temp files (`.NAME.tmp`). With `visit`,
-/// each owned file is also stat'ed and handed to it (in no particular order).
+/// What [`scan`] does besides counting.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Sweep {
+    /// Remove owned temp files (`.NAME.tmp`) left by a crash: only at
+    /// start-up, before any encoder writes.
+    TempFiles,
+    /// Leave them: encoders may be writing them right now.
+    Nothing,
+}
+
+/// Walks `dir` down to `depth` levels: counts owned files and finds the
+/// highest sequence number, sweeping as `sweep` says. With `visit`, each
+/// owned file is also stat'ed and handed to it (in no particular order).
 pub fn scan(
     dir: &Path,
     depth: usize,
     matcher: &NameMatcher,
+    sweep: Sweep,
     mut visit: Option<&mut dyn FnMut(Owned<'_>)>,
 ) -> io::Result<Found> {
     // The directories that hold files: those at the template's depth.
@@ -271,7 +289,7 @@ pub fn scan(
                     break;
                 };
                 if tx
-                    .send(scan_dir(path, prefix, matcher, with_metadata))
+                    .send(scan_dir(path, prefix, matcher, sweep, with_metadata))
                     .is_err()
                 {
                     break;
@@ -309,6 +327,7 @@ fn scan_dir(
     path: &Path,
     prefix: &str,
     matcher: &NameMatcher,
+    sweep: Sweep,
     with_metadata: bool,
 ) -> io::Result<DirScan> {
     let mut listing = DirScan {
@@ -338,6 +357,9 @@ fn scan_dir(
             continue;
         };
         if temp_of.is_some() {
+            if sweep == Sweep::Nothing {
+                continue;
+            }
             match fs::remove_file(entry.path()) {
                 Ok(()) => listing.swept += 1,
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {}
@@ -389,7 +411,14 @@ mod tests {
         .unwrap();
         fs::write(day.join(".cam0-0000000013.jpg.tmp"), b"partial").unwrap();
         fs::write(day.join(".other.tmp"), b"not ours").unwrap();
-        let found = scan(root.path(), template.depth(), &matcher, None).unwrap();
+        let found = scan(
+            root.path(),
+            template.depth(),
+            &matcher,
+            Sweep::TempFiles,
+            None,
+        )
+        .unwrap();
         assert_eq!(
             found,
             Found {

@@ -49,7 +49,7 @@ pub enum TemplateError {
     SeqWidth(String),
     #[error("invalid strftime format in {{time:{0}}}")]
     TimeFormat(String),
-    #[error("{{seq}} runs into another number of varying width: put a separator such as '-' or '_' between them")]
+    #[error("{{seq}} or {{camera}} runs straight into another number: put a separator such as '-' or '_' between them")]
     Ambiguous,
     #[error("the template is empty")]
     Empty,
@@ -118,6 +118,12 @@ impl Template {
                 [Part::Seq { .. }, Part::Seq { .. }] => true,
                 [Part::Time { items }, Part::Seq { .. }] => varying_digits_at(items, false),
                 [Part::Seq { .. }, Part::Time { items }] => varying_digits_at(items, true),
+                // A camera name may end in digits ("cam1"): "cam" + "1..." would
+                // read as another camera's files.
+                [Part::Camera, Part::Seq { .. }] => true,
+                [Part::Camera, Part::Time { items }] => {
+                    matches!(items.first(), Some(Item::Numeric(..)))
+                }
                 _ => false,
             };
             if ambiguous {
