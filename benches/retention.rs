@@ -140,6 +140,25 @@ fn main() {
         index = Some(fresh);
     }
     drop(index);
+    // A template that puts the time in the file name: names are stored.
+    let timed =
+        Template::parse("{camera}/{time:%Y-%m-%d}/{camera}-{time:%H%M%S}-{seq}.{ext}").unwrap();
+    let mut index = Index::new(&timed, "cam0");
+    let mut path = String::new();
+    for seq in 1..=count {
+        path.clear();
+        path.push_str(&format!(
+            "cam0/2025-01-01/cam0-{:06}-{seq:010}.jpg",
+            seq % 240_000
+        ));
+        index.insert(seq, &path, 400_000, seq);
+    }
+    index.shrink();
+    println!(
+        "  index memory with the time in file names: {:.1} MiB for {count} files   (target: 64 MiB)",
+        index.memory() as f64 / (1 << 20) as f64
+    );
+    drop(index);
     let (big, small) = if bench {
         (1_000_000, 10_000)
     } else {
