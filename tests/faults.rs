@@ -4,42 +4,8 @@
 mod common;
 
 use common::*;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
-
-/// A small tmpfs mounted for one test, unmounted when dropped.
-struct Tmpfs(PathBuf);
-
-impl Tmpfs {
-    /// None (with a message) where mounting is not permitted.
-    fn mount(dir: &Path, size: &str) -> Option<Tmpfs> {
-        std::fs::create_dir_all(dir).unwrap();
-        let output = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-            .arg(dir)
-            .output();
-        match output {
-            Ok(o) if o.status.success() => Some(Tmpfs(dir.to_owned())),
-            Ok(o) => {
-                eprintln!(
-                    "skipping: cannot mount a tmpfs here ({})",
-                    String::from_utf8_lossy(&o.stderr).trim()
-                );
-                None
-            }
-            Err(e) => {
-                eprintln!("skipping: cannot run mount ({e})");
-                None
-            }
-        }
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg(&self.0).status();
-    }
-}
 
 fn assert_all_whole(env: &Env) {
     let files = env.files();
@@ -51,15 +17,6 @@ fn assert_all_whole(env: &Env) {
     decode(&paths);
 }
 
-fn summary(output: &std::process::Output) -> String {
-    stderr(output)
-        .lines()
-        .rev()
-        .find(|l| l.contains("captured "))
-        .unwrap_or_default()
-        .to_owned()
-}
-
 #[test]
 fn a_full_disk_drops_frames_and_recording_resumes_when_space_returns() {
     let env = Env::new();
@@ -68,7 +25,7 @@ fn a_full_disk_drops_frames_and_recording_resumes_when_space_returns() {
     };
     env.config("[source]\nwidth = 160\nheight = 120\nfps = 40\n[snapshot]\nevery = \"frame\"\nformat = \"png\"\n");
     let output = env.record(&["--duration", "2s"]);
-    let line = summary(&output);
+    let line = summary_line(&output);
     assert!(line.contains("disk_full"), "no disk_full drops: {line}");
     assert!(
         stderr(&output).contains("No space left on device"),
@@ -127,7 +84,7 @@ fn io_errors_on_sync_and_write_are_survived() {
             .output()
             .unwrap();
         assert_success(&output);
-        let line = summary(&output);
+        let line = summary_line(&output);
         if !point.ends_with("/write") {
             assert!(
                 line.contains("write "),

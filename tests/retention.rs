@@ -76,15 +76,6 @@ fn assert_untouched(foreign: &[PathBuf]) {
     }
 }
 
-fn summary_line(output: &std::process::Output) -> String {
-    stderr(output)
-        .lines()
-        .rev()
-        .find(|l| l.contains("captured "))
-        .unwrap_or_default()
-        .to_owned()
-}
-
 #[test]
 fn max_files_keeps_exactly_the_newest() {
     let env = Env::new();
@@ -246,30 +237,6 @@ fn files_added_by_someone_else_count_toward_the_quota() {
         count <= 10,
         "{count} files: the restored ones were not counted"
     );
-}
-
-/// A small tmpfs mounted for one test, unmounted when dropped.
-struct Tmpfs(PathBuf);
-
-impl Tmpfs {
-    fn mount(dir: &Path, size: &str) -> Option<Tmpfs> {
-        std::fs::create_dir_all(dir).unwrap();
-        let ok = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-            .arg(dir)
-            .status()
-            .is_ok_and(|s| s.success());
-        if !ok {
-            eprintln!("skipping: cannot mount a tmpfs here");
-        }
-        ok.then(|| Tmpfs(dir.to_owned()))
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg(&self.0).status();
-    }
 }
 
 fn free_bytes(dir: &Path) -> u64 {

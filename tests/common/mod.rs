@@ -367,3 +367,47 @@ pub fn seq_of(name: &str) -> u64 {
         .collect();
     digits.chars().rev().collect::<String>().parse().unwrap()
 }
+
+/// The summary line framerec logs at exit ("captured ... files/s").
+pub fn summary_line(output: &Output) -> String {
+    stderr(output)
+        .lines()
+        .rev()
+        .find(|l| l.contains("captured "))
+        .unwrap_or_default()
+        .to_owned()
+}
+
+/// A small tmpfs mounted for one test, unmounted when dropped.
+pub struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    /// None (with a message) where mounting is not permitted.
+    pub fn mount(dir: &Path, size: &str) -> Option<Tmpfs> {
+        std::fs::create_dir_all(dir).unwrap();
+        let output = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir)
+            .output();
+        match output {
+            Ok(o) if o.status.success() => Some(Tmpfs(dir.to_owned())),
+            Ok(o) => {
+                eprintln!(
+                    "skipping: cannot mount a tmpfs here ({})",
+                    String::from_utf8_lossy(&o.stderr).trim()
+                );
+                None
+            }
+            Err(e) => {
+                eprintln!("skipping: cannot run mount ({e})");
+                None
+            }
+        }
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
+}
