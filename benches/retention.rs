@@ -117,6 +117,7 @@ fn main() {
             template.depth(),
             &matcher,
             Sweep::Nothing,
+            true,
             Some(&mut visit),
         )
         .unwrap();

@@ -358,6 +358,7 @@ impl<'a> Retention<'a> {
             self.depth,
             &self.matcher,
             crate::store::Sweep::Nothing,
+            self.quota.needs_file_facts(),
             Some(&mut visit),
         );
         match result {

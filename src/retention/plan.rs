@@ -35,6 +35,11 @@ impl Quota {
     pub fn is_empty(&self) -> bool {
         *self == Quota::default()
     }
+
+    /// Whether files' sizes and times matter (only `max_files` does without).
+    pub fn needs_file_facts(&self) -> bool {
+        self.max_bytes.is_some() || self.max_age.is_some() || self.min_free.is_some()
+    }
 }
 
 /// Space on the output's filesystem (from statvfs).

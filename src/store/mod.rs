@@ -152,13 +152,18 @@ impl Store {
             }
         });
         let visit = visit.as_mut().map(|v| v as &mut dyn FnMut(Owned<'_>));
-        let mut found =
-            scan(&dir, out.name.depth(), &matcher, Sweep::TempFiles, visit).map_err(|source| {
-                StoreError::Scan {
-                    path: dir.clone(),
-                    source,
-                }
-            })?;
+        let mut found = scan(
+            &dir,
+            out.name.depth(),
+            &matcher,
+            Sweep::TempFiles,
+            settings.retention.needs_file_facts(),
+            visit,
+        )
+        .map_err(|source| StoreError::Scan {
+            path: dir.clone(),
+            source,
+        })?;
         let manifest = if out.manifest {
             let (manifest, highest) =
                 Manifest::open(&dir, &settings.camera, out.fsync, out.file_mode).map_err(
@@ -244,12 +249,14 @@ pub enum Sweep {
 
 /// Walks `dir` down to `depth` levels: counts owned files and finds the
 /// highest sequence number, sweeping as `sweep` says. With `visit`, each
-/// owned file is also stat'ed and handed to it (in no particular order).
+/// owned file is also handed to it (in no particular order), with its size
+/// and time when `stat` (otherwise 0: a stat per file is most of a cold scan).
 pub fn scan(
     dir: &Path,
     depth: usize,
     matcher: &NameMatcher,
     sweep: Sweep,
+    stat: bool,
     mut visit: Option<&mut dyn FnMut(Owned<'_>)>,
 ) -> io::Result<Found> {
     // The directories that hold files: those at the template's depth.
@@ -276,7 +283,7 @@ pub fn scan(
         }
     }
 
-    let with_metadata = visit.is_some();
+    let with_metadata = stat && visit.is_some();
     let next = std::sync::atomic::AtomicUsize::new(0);
     let (tx, rx) = crossbeam_channel::bounded::<io::Result<DirScan>>(SCAN_THREADS * 2);
     std::thread::scope(|scope| {
@@ -416,6 +423,7 @@ mod tests {
             template.depth(),
             &matcher,
             Sweep::TempFiles,
+            false,
             None,
         )
         .unwrap();
