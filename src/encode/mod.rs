@@ -136,22 +136,28 @@ pub const MAX_DECODED: usize = 256 << 20;
 pub enum Encoder {
     Jpeg(Box<jpeg::JpegEncoder>),
     Png(Box<png::PngEncoder>),
-    Passthrough,
+    /// MJPEG frames stored as they are; any other frame (a camera that
+    /// granted YUYV instead) goes through the JPEG encoder.
+    Passthrough(Box<jpeg::JpegEncoder>),
 }
 
 impl Encoder {
     /// The encoder the settings ask for.
     pub fn for_settings(settings: &Settings) -> Result<Encoder, EncodeError> {
         let snapshot = &settings.snapshot;
+        let jpeg = || {
+            jpeg::JpegEncoder::new(
+                snapshot.quality,
+                snapshot.subsampling,
+                settings.output.timezone,
+            )
+            .map(Box::new)
+        };
         Ok(if settings.passthrough() {
-            Encoder::Passthrough
+            Encoder::Passthrough(jpeg()?)
         } else {
             match snapshot.format {
-                ImageFormat::Jpeg => Encoder::Jpeg(Box::new(jpeg::JpegEncoder::new(
-                    snapshot.quality,
-                    snapshot.subsampling,
-                    settings.output.timezone,
-                )?)),
+                ImageFormat::Jpeg => Encoder::Jpeg(jpeg()?),
                 ImageFormat::Png => {
                     Encoder::Png(Box::new(png::PngEncoder::new(snapshot.compression)))
                 }
@@ -163,7 +169,7 @@ impl Encoder {
     pub fn format(&self) -> ImageFormat {
         match self {
             Encoder::Png(_) => ImageFormat::Png,
-            Encoder::Jpeg(_) | Encoder::Passthrough => ImageFormat::Jpeg,
+            Encoder::Jpeg(_) | Encoder::Passthrough(_) => ImageFormat::Jpeg,
         }
     }
 
@@ -183,7 +189,10 @@ impl Encoder {
         match self {
             Encoder::Jpeg(e) => e.encode(frame),
             Encoder::Png(e) => e.encode(frame),
-            Encoder::Passthrough => passthrough::encode(frame),
+            Encoder::Passthrough(_) if frame.format == PixelFormat::Mjpeg => {
+                passthrough::encode(frame)
+            }
+            Encoder::Passthrough(e) => e.encode(frame),
         }
     }
 }
@@ -259,6 +268,31 @@ pub fn run_worker(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn passthrough_encodes_frames_that_are_not_jpeg() {
+        let settings = crate::config::Settings::from_toml(
+            "[source]\nkind = \"camera\"\npixel_format = \"mjpeg\"\n",
+            std::path::Path::new("t"),
+        )
+        .unwrap();
+        let mut encoder = Encoder::for_settings(&settings).unwrap();
+        let jpeg = crate::source::mjpeg::test_jpeg(16, 8, false, 2);
+        let mut frame = Frame::with_capacity(0);
+        frame.format = PixelFormat::Mjpeg;
+        frame.data = jpeg.clone();
+        assert_eq!(
+            encoder.encode(&frame).unwrap().concat(),
+            jpeg,
+            "MJPEG is stored as it is"
+        );
+        // The camera granted YUYV instead: encoded, not refused.
+        frame.format = PixelFormat::Yuyv;
+        (frame.width, frame.height) = (4, 2);
+        frame.data = vec![128; 16];
+        let out = encoder.encode(&frame).unwrap().concat();
+        assert!(crate::source::mjpeg::check_whole(&out).is_ok());
+    }
 
     #[test]
     fn a_jpeg_claiming_a_huge_size_is_refused_without_allocating() {

@@ -5,8 +5,8 @@
 //! Everything that decides is pure and table-tested here ([`select_device`],
 //! [`negotiate`]); the device itself sits behind the small [`Device`] and
 //! [`Opener`] interfaces, so tests drive [`Camera`] with a fake that fails
-//! and recovers. The Linux implementation (nokhwa, and the v4l crate for
-//! mono formats nokhwa cannot ask for) is in [`super::v4l2`].
+//! and recovers. The Linux implementation (V4L2 through the v4l crate) is
+//! in [`super::v4l2`].
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -175,6 +175,8 @@ pub enum CameraError {
     },
     #[error("{device}: {message}")]
     Device { device: String, message: String },
+    #[error("{device} cannot be used: {message}")]
+    Unsupported { device: String, message: String },
     #[error("lost {device}")]
     Lost {
         device: String,
@@ -293,11 +295,10 @@ pub fn negotiate(
         let size = ((area / wanted_area).log2().abs() * 100.0
             + (aspect - wanted_aspect).abs() * 10.0)
             .round() as u64;
+        // Never turn colour into mono or back unless nothing else exists.
+        let kind = u64::from(m.format.is_mono() != wanted.format.is_mono());
         let format = if m.format == wanted.format {
             0
-        } else if m.format.is_mono() != wanted.format.is_mono() {
-            // Never turn colour into mono or back unless nothing else exists.
-            100
         } else {
             1 + u64::from(m.format.rank())
         };
@@ -306,7 +307,7 @@ pub fn negotiate(
         } else {
             1_000 + u64::from(wanted.fps - m.fps)
         };
-        (size, format, rate)
+        (kind, size, format, rate)
     };
     offered
         .iter()
@@ -325,8 +326,8 @@ pub trait Device {
     /// Starts streaming in `mode`; returns the mode actually granted.
     fn start(&mut self, mode: Mode) -> Result<Mode, CameraError>;
     /// Waits for the next frame and copies it into `frame` (data, size,
-    /// format and capture time).
-    fn capture(&mut self, frame: &mut Frame) -> Result<(), CameraError>;
+    /// format and capture time). `Ok(false)`: a stop came first.
+    fn capture(&mut self, frame: &mut Frame, stop: &AtomicBool) -> Result<bool, CameraError>;
 }
 
 /// Finds and opens cameras.
@@ -444,18 +445,24 @@ impl<O: Opener> Camera<O> {
                 }
                 continue;
             };
-            match device.capture(frame) {
-                Ok(()) => {
+            match device.capture(frame, stop) {
+                Ok(false) => return Ok(Captured::End),
+                Ok(true) => {
                     self.streak += 1;
                     if self.streak == 10 {
                         // Streaming steadily again: the next loss starts over.
                         self.backoff = FIRST_BACKOFF;
                     }
-                    if frame.format == PixelFormat::Mjpeg {
-                        if let Err(e) = mjpeg::check_whole(&frame.data) {
-                            self.corrupt += 1;
-                            return Ok(Captured::Corrupt(e));
-                        }
+                    // A torn JPEG, a short raw frame, or one the driver marked
+                    // damaged (left empty) is not a picture.
+                    let whole = match frame.format.frame_len(frame.width, frame.height) {
+                        Some(len) if frame.data.len() != len => Err(mjpeg::JpegError::Truncated),
+                        Some(_) => Ok(()),
+                        None => mjpeg::check_whole(&frame.data).map(drop),
+                    };
+                    if let Err(e) = whole {
+                        self.corrupt += 1;
+                        return Ok(Captured::Corrupt(e));
                     }
                     return Ok(Captured::Frame);
                 }
@@ -614,6 +621,22 @@ mod tests {
             .format,
             CamFormat::Y16
         );
+        // Mono asked: mono at another size beats colour at the right size.
+        let mixed = [
+            mode(1280, 720, 60, CamFormat::Grey),
+            mode(1280, 800, 60, CamFormat::Mjpeg),
+        ];
+        assert_eq!(
+            negotiate(
+                "cam",
+                mode(1280, 800, 60, CamFormat::Grey),
+                &mixed,
+                false,
+                all
+            )
+            .unwrap(),
+            mixed[0]
+        );
         // The output cannot hold 16-bit (JPEG): GREY is the closest usable.
         let no_y16 = |f: CamFormat| f != CamFormat::Y16;
         assert_eq!(
@@ -686,7 +709,7 @@ mod tests {
             self.mode = Some(mode);
             Ok(mode)
         }
-        fn capture(&mut self, frame: &mut Frame) -> Result<(), CameraError> {
+        fn capture(&mut self, frame: &mut Frame, _stop: &AtomicBool) -> Result<bool, CameraError> {
             let mode = self.mode.expect("started");
             let data = self.frames.pop_front().ok_or_else(|| CameraError::Lost {
                 device: "fake".into(),
@@ -698,7 +721,7 @@ mod tests {
             frame.height = mode.height;
             frame.format = mode.format.pixel_format();
             frame.captured_at = SystemTime::now();
-            Ok(())
+            Ok(true)
         }
     }
 

@@ -1,42 +1,38 @@
-//! Cameras on Linux: V4L2 devices found under /dev, captured through nokhwa
-//! (MJPEG, YUYV, NV12, RGB) or, for the mono formats nokhwa cannot ask for
-//! (8-bit `GREY`, 16-bit `Y16`), through the v4l crate it builds on.
+//! Cameras on Linux: V4L2 devices found under /dev, enumerated and captured
+//! through the v4l crate (the V4L2 layer nokhwa itself is built on).
 //!
-//! Device lists and the formats, sizes and rates a camera offers come from
-//! the v4l crate's enumeration ioctls, which need no streaming. Frames from
-//! the v4l path carry the driver's buffer timestamp; nokhwa's do not, so
-//! those are stamped when dequeued.
+//! nokhwa 0.10's own capture path is not used: its `frame_raw` hands back
+//! the whole mapped buffer rather than the bytes the driver filled (an MJPEG
+//! frame followed by stale bytes fails every wholeness check), its stream
+//! waits for a frame without a timeout (a stalled camera would block a stop),
+//! and opening fails when the camera's current mode is one it cannot map
+//! (GREY, Y16, 29.97 fps). Here each frame is cut to `bytesused`, carries the
+//! driver's buffer timestamp, and the wait polls in short slices so a stop
+//! always gets through.
 //!
-//! Not `Send`: the nokhwa `Camera` must stay on the thread that opened it,
-//! so the capture thread opens the camera source itself.
+//! The capture thread opens the camera itself, so a device is never moved
+//! between threads.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime};
 
-use nokhwa::utils::{CameraFormat, CameraIndex, FrameFormat, RequestedFormat, RequestedFormatType};
-use v4l::io::traits::CaptureStream;
+use v4l::io::traits::{CaptureStream, Stream as _};
 use v4l::video::Capture;
 
 use super::camera::{CamFormat, CameraError, Device, DeviceInfo, Mode, Opener};
+use super::mjpeg;
 use crate::frame::Frame;
+
+/// Buffers the driver fills in turn.
+const BUFFERS: usize = 4;
+/// How long one wait for a frame lasts before the stop flag is looked at.
+const POLL_SLICE_MS: i32 = 100;
+const POLLIN: i16 = 0x001;
 
 /// Finds V4L2 capture devices.
 #[derive(Debug, Default)]
 pub struct LinuxOpener;
-
-/// The stable links in /dev/v4l/by-id and by-path, with what they point to.
-fn stable_links() -> Vec<(PathBuf, PathBuf)> {
-    let mut links = Vec::new();
-    for dir in ["/dev/v4l/by-id", "/dev/v4l/by-path"] {
-        for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-            if let Ok(target) = std::fs::canonicalize(entry.path()) {
-                links.push((entry.path(), target));
-            }
-        }
-    }
-    links.sort();
-    links
-}
 
 impl Opener for LinuxOpener {
     type Device = LinuxDevice;
@@ -57,23 +53,24 @@ impl Opener for LinuxOpener {
             let Ok(device) = v4l::Device::with_path(&path) else {
                 continue;
             };
-            let Ok(caps) = device.query_caps() else {
-                continue;
-            };
-            // Metadata nodes of UVC cameras are /dev/videoN too: skip them.
-            if !caps
-                .capabilities
-                .contains(v4l::capability::Flags::VIDEO_CAPTURE)
-            {
-                continue;
-            }
-            let has_formats = device
+            // Metadata nodes of UVC cameras, encoders and ISP nodes are
+            // /dev/videoN too: only nodes with a capture format we read count.
+            let usable = device
                 .enum_formats()
-                .map(|f| !f.is_empty())
+                .map(|formats| {
+                    formats
+                        .iter()
+                        .any(|f| CamFormat::from_fourcc(f.fourcc.repr).is_some())
+                })
                 .unwrap_or(false);
-            if !has_formats {
+            if !usable {
                 continue;
             }
+            // The sysfs name: v4l's query_caps panics on a card name cut in
+            // the middle of a UTF-8 character.
+            let name = std::fs::read_to_string(format!("/sys/class/video4linux/video{index}/name"))
+                .map(|n| n.trim().to_owned())
+                .unwrap_or_else(|_| format!("video{index}"));
             devices.push(DeviceInfo {
                 index,
                 stable_paths: links
@@ -82,7 +79,7 @@ impl Opener for LinuxOpener {
                     .map(|(l, _)| l.clone())
                     .collect(),
                 path,
-                name: caps.card,
+                name,
             });
         }
         devices.sort_by_key(|d| d.index);
@@ -96,51 +93,198 @@ impl Opener for LinuxOpener {
         })?;
         Ok(LinuxDevice {
             name: info.to_string(),
-            index: info.index,
             device,
-            stream: Stream::Stopped,
+            stream: None,
             mode: None,
+            primed: false,
         })
     }
-}
-
-enum Stream {
-    Stopped,
-    Nokhwa(Box<nokhwa::Camera>),
-    Mono(v4l::io::mmap::Stream<'static>),
 }
 
 /// An open V4L2 camera.
 pub struct LinuxDevice {
     name: String,
-    index: u32,
-    /// For enumeration and the mono path.
     device: v4l::Device,
-    stream: Stream,
+    stream: Option<v4l::io::mmap::Stream<'static>>,
     mode: Option<Mode>,
+    /// The stream's first frame has been taken.
+    primed: bool,
 }
 
-fn nokhwa_format(format: CamFormat) -> Option<FrameFormat> {
+/// Bytes per row of a packed format, or `None` for MJPEG.
+fn row_bytes(format: CamFormat, width: u32) -> Option<u32> {
     match format {
-        CamFormat::Mjpeg => Some(FrameFormat::MJPEG),
-        CamFormat::Yuyv => Some(FrameFormat::YUYV),
-        CamFormat::Nv12 => Some(FrameFormat::NV12),
-        CamFormat::Rgb => Some(FrameFormat::RAWRGB),
-        CamFormat::Grey | CamFormat::Y16 => None,
+        CamFormat::Mjpeg => None,
+        CamFormat::Grey | CamFormat::Nv12 => Some(width),
+        CamFormat::Yuyv | CamFormat::Y16 => Some(width * 2),
+        CamFormat::Rgb => Some(width * 3),
     }
 }
 
-fn cam_format(format: FrameFormat) -> Option<CamFormat> {
-    match format {
-        FrameFormat::MJPEG => Some(CamFormat::Mjpeg),
-        FrameFormat::YUYV => Some(CamFormat::Yuyv),
-        FrameFormat::NV12 => Some(CamFormat::Nv12),
-        FrameFormat::RAWRGB => Some(CamFormat::Rgb),
-        _ => None,
+impl LinuxDevice {
+    fn error(&self, message: impl std::fmt::Display) -> CameraError {
+        CameraError::Device {
+            device: self.name.clone(),
+            message: message.to_string(),
+        }
+    }
+
+    fn lost(&self, source: std::io::Error) -> CameraError {
+        CameraError::Lost {
+            device: self.name.clone(),
+            source,
+        }
+    }
+
+    /// Waits until a frame is ready; false if a stop came first.
+    fn wait_ready(
+        &self,
+        stream: &v4l::io::mmap::Stream<'static>,
+        stop: &AtomicBool,
+    ) -> Result<bool, CameraError> {
+        let handle = stream.handle();
+        loop {
+            if stop.load(Ordering::Relaxed) {
+                return Ok(false);
+            }
+            match handle.poll(POLLIN, POLL_SLICE_MS) {
+                Ok(0) => continue,
+                Ok(_) => return Ok(true),
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(self.lost(e)),
+            }
+        }
+    }
+
+    fn capture_from(
+        &mut self,
+        stream: &mut v4l::io::mmap::Stream<'static>,
+        mode: Mode,
+        frame: &mut Frame,
+        stop: &AtomicBool,
+    ) -> Result<bool, CameraError> {
+        if !self.primed {
+            // Take the first frame by hand (and drop it): from then on every
+            // `next` re-queues only the buffer it handed back, so a wait can
+            // be cut short for a stop without upsetting the queue.
+            if !self.wait_ready(stream, stop)? {
+                return Ok(false);
+            }
+            CaptureStream::dequeue(stream).map_err(|e| self.lost(e))?;
+            self.primed = true;
+        }
+        if !self.wait_ready(stream, stop)? {
+            return Ok(false);
+        }
+        let (data, meta) = CaptureStream::next(stream).map_err(|e| self.lost(e))?;
+        frame.captured_at = wall_time_of(&meta.timestamp);
+        let mut used = (meta.bytesused as usize).min(data.len());
+        if mode.format == CamFormat::Mjpeg {
+            // Some cameras pad after the end of the image: keep the JPEG only.
+            if let Ok(Some(found)) = mjpeg::extent(&data[..used]) {
+                used = found.len;
+            }
+        }
+        frame.data.clear();
+        if !meta.flags.contains(v4l::buffer::Flags::ERROR) {
+            // (A frame the driver marks damaged stays empty: the camera
+            // source drops it as corrupt.)
+            frame.data.extend_from_slice(&data[..used]);
+        }
+        frame.width = mode.width;
+        frame.height = mode.height;
+        frame.format = mode.format.pixel_format();
+        Ok(true)
     }
 }
 
-/// Frame rates from a V4L2 frame interval (seconds per frame).
+impl Device for LinuxDevice {
+    fn modes(&mut self) -> Result<Vec<Mode>, CameraError> {
+        enumerate(&self.device).map_err(|e| self.error(format!("cannot list its formats: {e}")))
+    }
+
+    fn start(&mut self, mode: Mode) -> Result<Mode, CameraError> {
+        self.stream = None;
+        self.primed = false;
+        let fourcc = v4l::FourCC::new(&mode.format.fourcc());
+        let format = self
+            .device
+            .set_format(&v4l::Format::new(mode.width, mode.height, fourcc))
+            .map_err(|e| self.error(format!("cannot set {}: {e}", mode.format)))?;
+        let granted_format =
+            CamFormat::from_fourcc(format.fourcc.repr).ok_or_else(|| CameraError::Unsupported {
+                device: self.name.clone(),
+                message: format!(
+                    "it switched to a format framerec cannot read ({})",
+                    format.fourcc
+                ),
+            })?;
+        if let Some(row) = row_bytes(granted_format, format.width) {
+            if format.stride != 0 && format.stride != row {
+                return Err(CameraError::Unsupported {
+                    device: self.name.clone(),
+                    message: format!("rows of {row} bytes padded to {}", format.stride),
+                });
+            }
+        }
+        let params = self
+            .device
+            .set_params(&v4l::video::capture::Parameters::with_fps(mode.fps.max(1)))
+            .map_err(|e| self.error(format!("cannot set {} fps: {e}", mode.fps)))?;
+        let mut stream = v4l::io::mmap::Stream::with_buffers(
+            &self.device,
+            v4l::buffer::Type::VideoCapture,
+            BUFFERS as u32,
+        )
+        .map_err(|e| self.error(format!("cannot map buffers: {e}")))?;
+        for index in 0..BUFFERS {
+            CaptureStream::queue(&mut stream, index)
+                .map_err(|e| self.error(format!("cannot queue buffers: {e}")))?;
+        }
+        stream
+            .start()
+            .map_err(|e| self.error(format!("cannot start streaming: {e}")))?;
+        let interval = params.interval;
+        let fps = if interval.numerator > 0 {
+            (f64::from(interval.denominator) / f64::from(interval.numerator)).round() as u32
+        } else {
+            mode.fps
+        };
+        let granted = Mode {
+            width: format.width,
+            height: format.height,
+            fps,
+            format: granted_format,
+        };
+        self.mode = Some(granted);
+        self.stream = Some(stream);
+        Ok(granted)
+    }
+
+    fn capture(&mut self, frame: &mut Frame, stop: &AtomicBool) -> Result<bool, CameraError> {
+        let (Some(mode), Some(mut stream)) = (self.mode, self.stream.take()) else {
+            return Err(self.error("not streaming"));
+        };
+        let result = self.capture_from(&mut stream, mode, frame, stop);
+        if result.is_ok() {
+            self.stream = Some(stream);
+        }
+        result
+    }
+}
+
+fn stable_links() -> Vec<(PathBuf, PathBuf)> {
+    let mut links = Vec::new();
+    for dir in ["/dev/v4l/by-id", "/dev/v4l/by-path"] {
+        for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            if let Ok(target) = std::fs::canonicalize(entry.path()) {
+                links.push((entry.path(), target));
+            }
+        }
+    }
+    links.sort();
+    links
+}
 fn rates(interval: &v4l::frameinterval::FrameIntervalEnum) -> Vec<u32> {
     let fps = |f: &v4l::Fraction| {
         (f.numerator > 0)
@@ -153,8 +297,6 @@ fn rates(interval: &v4l::frameinterval::FrameIntervalEnum) -> Vec<u32> {
         }
     }
 }
-
-/// Every mode `device` offers, from the enumeration ioctls.
 pub fn enumerate(device: &v4l::Device) -> std::io::Result<Vec<Mode>> {
     let mut modes = Vec::new();
     for description in device.enum_formats()? {
@@ -192,17 +334,6 @@ pub fn enumerate(device: &v4l::Device) -> std::io::Result<Vec<Mode>> {
     }
     Ok(modes)
 }
-
-impl LinuxDevice {
-    fn error(&self, message: impl std::fmt::Display) -> CameraError {
-        CameraError::Device {
-            device: self.name.clone(),
-            message: message.to_string(),
-        }
-    }
-}
-
-/// Wall-clock time of a V4L2 buffer timestamp (taken on CLOCK_MONOTONIC).
 fn wall_time_of(timestamp: &v4l::timestamp::Timestamp) -> SystemTime {
     let now_wall = SystemTime::now();
     let now = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
@@ -218,106 +349,6 @@ fn wall_time_of(timestamp: &v4l::timestamp::Timestamp) -> SystemTime {
     }
 }
 
-impl Device for LinuxDevice {
-    fn modes(&mut self) -> Result<Vec<Mode>, CameraError> {
-        enumerate(&self.device).map_err(|e| self.error(format!("cannot list its formats: {e}")))
-    }
-
-    fn start(&mut self, mode: Mode) -> Result<Mode, CameraError> {
-        self.stream = Stream::Stopped;
-        let granted = match nokhwa_format(mode.format) {
-            Some(format) => {
-                let wanted = CameraFormat::new_from(mode.width, mode.height, format, mode.fps);
-                let formats = [format];
-                let request =
-                    RequestedFormat::with_formats(RequestedFormatType::Exact(wanted), &formats);
-                let mut camera = nokhwa::Camera::new(CameraIndex::Index(self.index), request)
-                    .map_err(|e| self.error(format!("nokhwa cannot open it: {e}")))?;
-                camera
-                    .open_stream()
-                    .map_err(|e| self.error(format!("cannot start streaming: {e}")))?;
-                let got = camera.camera_format();
-                let granted = Mode {
-                    width: got.width(),
-                    height: got.height(),
-                    fps: got.frame_rate(),
-                    format: cam_format(got.format()).unwrap_or(mode.format),
-                };
-                self.stream = Stream::Nokhwa(Box::new(camera));
-                granted
-            }
-            None => {
-                let fourcc = v4l::FourCC::new(&mode.format.fourcc());
-                let format = self
-                    .device
-                    .set_format(&v4l::Format::new(mode.width, mode.height, fourcc))
-                    .map_err(|e| self.error(format!("cannot set {}: {e}", mode.format)))?;
-                let params = self
-                    .device
-                    .set_params(&v4l::video::capture::Parameters::with_fps(mode.fps))
-                    .map_err(|e| self.error(format!("cannot set {} fps: {e}", mode.fps)))?;
-                let mut stream = v4l::io::mmap::Stream::with_buffers(
-                    &self.device,
-                    v4l::buffer::Type::VideoCapture,
-                    4,
-                )
-                .map_err(|e| self.error(format!("cannot start streaming: {e}")))?;
-                // Wake up now and then, so a stop is seen even if frames stop.
-                stream.set_timeout(Duration::from_secs(2));
-                self.stream = Stream::Mono(stream);
-                let interval = params.interval;
-                Mode {
-                    width: format.width,
-                    height: format.height,
-                    fps: interval
-                        .denominator
-                        .checked_div(interval.numerator)
-                        .unwrap_or(mode.fps),
-                    format: CamFormat::from_fourcc(format.fourcc.repr).unwrap_or(mode.format),
-                }
-            }
-        };
-        self.mode = Some(granted);
-        Ok(granted)
-    }
-
-    fn capture(&mut self, frame: &mut Frame) -> Result<(), CameraError> {
-        let Some(mode) = self.mode else {
-            return Err(self.error("not streaming"));
-        };
-        let lost = |name: &str, message: String| CameraError::Lost {
-            device: name.to_owned(),
-            source: std::io::Error::other(message),
-        };
-        match &mut self.stream {
-            Stream::Stopped => return Err(self.error("not streaming")),
-            Stream::Nokhwa(camera) => {
-                let data = camera
-                    .frame_raw()
-                    .map_err(|e| lost(&self.name, e.to_string()))?;
-                frame.captured_at = SystemTime::now();
-                frame.data.clear();
-                frame.data.extend_from_slice(&data);
-            }
-            Stream::Mono(stream) => {
-                let (data, meta) = stream.next().map_err(|e| CameraError::Lost {
-                    device: self.name.clone(),
-                    source: e,
-                })?;
-                frame.captured_at = wall_time_of(&meta.timestamp);
-                let used = (meta.bytesused as usize).min(data.len());
-                frame.data.clear();
-                frame.data.extend_from_slice(&data[..used]);
-            }
-        }
-        frame.width = mode.width;
-        frame.height = mode.height;
-        frame.format = mode.format.pixel_format();
-        Ok(())
-    }
-}
-
-/// `framerec devices`: every camera with its paths and modes.
 pub fn describe_devices() -> String {
     let mut opener = LinuxOpener;
     let devices = opener.list();
