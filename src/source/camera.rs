@@ -276,7 +276,14 @@ pub fn negotiate(
     strict: bool,
     usable: impl Fn(CamFormat) -> bool,
 ) -> Result<Mode, CameraError> {
-    if offered.contains(&wanted) && usable(wanted.format) {
+    // Rate 0: the camera does not list its rates for that size (any).
+    let same =
+        |m: &Mode| (m.width, m.height, m.format) == (wanted.width, wanted.height, wanted.format);
+    if offered
+        .iter()
+        .any(|m| same(m) && (m.fps == wanted.fps || m.fps == 0))
+        && usable(wanted.format)
+    {
         return Ok(wanted);
     }
     if strict {
@@ -302,7 +309,9 @@ pub fn negotiate(
         } else {
             1 + u64::from(m.format.rank())
         };
-        let rate = if m.fps >= wanted.fps {
+        let rate = if m.fps == 0 {
+            500
+        } else if m.fps >= wanted.fps {
             u64::from(m.fps - wanted.fps)
         } else {
             1_000 + u64::from(wanted.fps - m.fps)
@@ -313,7 +322,10 @@ pub fn negotiate(
         .iter()
         .filter(|m| usable(m.format))
         .min_by_key(|m| score(m))
-        .copied()
+        .map(|m| Mode {
+            fps: if m.fps == 0 { wanted.fps } else { m.fps },
+            ..*m
+        })
         .ok_or_else(|| CameraError::NoUsableMode {
             device: device.to_owned(),
         })
@@ -620,6 +632,32 @@ mod tests {
             .unwrap()
             .format,
             CamFormat::Y16
+        );
+        // Rates not listed for a size (0): what was asked is taken.
+        let unlisted = [mode(1280, 720, 0, CamFormat::Yuyv)];
+        assert_eq!(
+            negotiate(
+                "cam",
+                mode(1280, 720, 25, CamFormat::Yuyv),
+                &unlisted,
+                true,
+                all
+            )
+            .unwrap()
+            .fps,
+            25
+        );
+        assert_eq!(
+            negotiate(
+                "cam",
+                mode(1280, 720, 25, CamFormat::Mjpeg),
+                &unlisted,
+                false,
+                all
+            )
+            .unwrap()
+            .fps,
+            25
         );
         // Mono asked: mono at another size beats colour at the right size.
         let mixed = [

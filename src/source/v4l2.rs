@@ -285,6 +285,24 @@ fn stable_links() -> Vec<(PathBuf, PathBuf)> {
     links.sort();
     links
 }
+/// Common frame rates, offered from within a stepwise range.
+const COMMON_RATES: [u32; 12] = [1, 5, 10, 15, 20, 24, 25, 30, 50, 60, 90, 120];
+/// Common sizes, offered from within a stepwise range.
+const COMMON_SIZES: [(u32, u32); 10] = [
+    (320, 240),
+    (640, 480),
+    (800, 600),
+    (1280, 720),
+    (1280, 800),
+    (1280, 1024),
+    (1600, 1200),
+    (1920, 1080),
+    (2592, 1944),
+    (3840, 2160),
+];
+
+/// Frame rates from a V4L2 frame interval (seconds per frame), rounded the
+/// same way as the granted rate.
 fn rates(interval: &v4l::frameinterval::FrameIntervalEnum) -> Vec<u32> {
     let fps = |f: &v4l::Fraction| {
         (f.numerator > 0)
@@ -293,10 +311,21 @@ fn rates(interval: &v4l::frameinterval::FrameIntervalEnum) -> Vec<u32> {
     match interval {
         v4l::frameinterval::FrameIntervalEnum::Discrete(f) => fps(f).into_iter().collect(),
         v4l::frameinterval::FrameIntervalEnum::Stepwise(s) => {
-            [fps(&s.min), fps(&s.max)].into_iter().flatten().collect()
+            // The longest interval is the lowest rate.
+            let (low, high) = (fps(&s.max).unwrap_or(1), fps(&s.min).unwrap_or(1));
+            let mut all: Vec<u32> = COMMON_RATES
+                .iter()
+                .copied()
+                .filter(|r| (low..=high).contains(r))
+                .collect();
+            all.extend([low, high]);
+            all
         }
     }
 }
+
+/// Every mode `device` offers, from the enumeration ioctls. A size whose
+/// rates cannot be listed is offered at rate 0 ("any").
 pub fn enumerate(device: &v4l::Device) -> std::io::Result<Vec<Mode>> {
     let mut modes = Vec::new();
     for description in device.enum_formats()? {
@@ -307,7 +336,16 @@ pub fn enumerate(device: &v4l::Device) -> std::io::Result<Vec<Mode>> {
             let sizes: Vec<(u32, u32)> = match size.size {
                 v4l::framesize::FrameSizeEnum::Discrete(d) => vec![(d.width, d.height)],
                 v4l::framesize::FrameSizeEnum::Stepwise(s) => {
-                    vec![(s.min_width, s.min_height), (s.max_width, s.max_height)]
+                    let fits = |&(w, h): &(u32, u32)| {
+                        (s.min_width..=s.max_width).contains(&w)
+                            && (s.min_height..=s.max_height).contains(&h)
+                            && (w - s.min_width) % s.step_width.max(1) == 0
+                            && (h - s.min_height) % s.step_height.max(1) == 0
+                    };
+                    let mut all: Vec<(u32, u32)> =
+                        COMMON_SIZES.iter().copied().filter(fits).collect();
+                    all.extend([(s.min_width, s.min_height), (s.max_width, s.max_height)]);
+                    all
                 }
             };
             for (width, height) in sizes {
@@ -321,19 +359,27 @@ pub fn enumerate(device: &v4l::Device) -> std::io::Result<Vec<Mode>> {
                     .collect();
                 fps.sort_unstable();
                 fps.dedup();
+                if fps.is_empty() {
+                    fps.push(0);
+                }
                 for rate in fps {
-                    modes.push(Mode {
+                    let mode = Mode {
                         width,
                         height,
                         fps: rate,
                         format,
-                    });
+                    };
+                    if !modes.contains(&mode) {
+                        modes.push(mode);
+                    }
                 }
             }
         }
     }
     Ok(modes)
 }
+
+/// Wall-clock time of a V4L2 buffer timestamp (taken on CLOCK_MONOTONIC).
 fn wall_time_of(timestamp: &v4l::timestamp::Timestamp) -> SystemTime {
     let now_wall = SystemTime::now();
     let now = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
@@ -380,7 +426,16 @@ pub fn describe_devices() -> String {
                     }
                 }
                 for (format, width, height, fps) in lines {
-                    let fps: Vec<String> = fps.iter().map(u32::to_string).collect();
+                    let fps: Vec<String> = fps
+                        .iter()
+                        .map(|r| {
+                            if *r == 0 {
+                                "any".to_owned()
+                            } else {
+                                r.to_string()
+                            }
+                        })
+                        .collect();
                     out.push_str(&format!(
                         "  {:<5} {:>5}x{:<5} {} fps   (pixel_format = \"{}\")\n",
                         format.to_string(),
