@@ -111,6 +111,13 @@ pub struct LinuxDevice {
     primed: bool,
 }
 
+/// Stops and frees a stream. The v4l crate panics in `Drop` when stopping
+/// fails for any reason but an unplugged device; a camera that misbehaves
+/// must not take the recorder down with it.
+fn close(stream: v4l::io::mmap::Stream<'static>) {
+    let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || drop(stream)));
+}
+
 /// Bytes per row of a packed format, or `None` for MJPEG.
 fn row_bytes(format: CamFormat, width: u32) -> Option<u32> {
     match format {
@@ -204,7 +211,9 @@ impl Device for LinuxDevice {
     }
 
     fn start(&mut self, mode: Mode) -> Result<Mode, CameraError> {
-        self.stream = None;
+        if let Some(old) = self.stream.take() {
+            close(old);
+        }
         self.primed = false;
         let fourcc = v4l::FourCC::new(&mode.format.fourcc());
         let format = self
@@ -268,6 +277,8 @@ impl Device for LinuxDevice {
         let result = self.capture_from(&mut stream, mode, frame, stop);
         if result.is_ok() {
             self.stream = Some(stream);
+        } else {
+            close(stream);
         }
         result
     }
