@@ -1,6 +1,6 @@
 //! The data that moves between stages: [`Frame`] (source → ring → encoder),
-//! [`EncodedFrame`] (encoder → store, same thread) and [`WrittenFile`]
-//! (store → whoever watches the output).
+//! the encoded file's parts (`encode::Parts`, encoder → store on the same
+//! thread) and [`WrittenFile`] (store → retention).
 //!
 //! A `Frame` owns a buffer that is allocated once by the ring and reused for
 //! the whole run: sources fill it in place, encoders read it and hand it back.
@@ -151,15 +151,6 @@ impl Frame {
             data: Vec::with_capacity(capacity),
         }
     }
-}
-
-/// A frame once encoded: the bytes of the file to write.
-#[derive(Debug)]
-pub struct EncodedFrame<'a> {
-    pub seq: u64,
-    pub captured_at: SystemTime,
-    pub format: ImageFormat,
-    pub bytes: &'a [u8],
 }
 
 /// A file that is durable under its final name.
