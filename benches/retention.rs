@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use framerec::retention::index::Index;
 use framerec::retention::plan::{plan_deletions, Quota};
 use framerec::store::naming::Template;
-use framerec::store::{scan, Owned, Sweep, EXTENSIONS};
+use framerec::store::{scan, Owned, Sweep, Visitor, EXTENSIONS};
 
 const TEMPLATE: &str = "{camera}/{time:%Y-%m-%d}/{camera}-{seq}.{ext}";
 
@@ -117,8 +117,10 @@ fn main() {
             template.depth(),
             &matcher,
             Sweep::Nothing,
-            true,
-            Some(&mut visit),
+            Some(Visitor {
+                stat: true,
+                visit: &mut visit,
+            }),
         )
         .unwrap();
         fresh.finish_scan();

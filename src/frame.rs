@@ -9,6 +9,10 @@ use std::fmt;
 use std::path::PathBuf;
 use std::time::SystemTime;
 
+/// Largest accepted frame side, in pixels (a config limit, and a bound on
+/// what a JPEG header may claim before anything is allocated for it).
+pub const MAX_SIDE: u32 = 16_384;
+
 /// How the bytes of a [`Frame`] are laid out.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum PixelFormat {
@@ -73,6 +77,16 @@ impl PixelFormat {
         }
     }
 
+    /// The buffer size to preallocate for `width`×`height` frames. MJPEG
+    /// frames vary; a quarter of RGB covers typical camera JPEGs and the
+    /// buffer grows once if a frame is bigger.
+    pub const fn buffer_capacity(self, width: u32, height: u32) -> usize {
+        match self.frame_len(width, height) {
+            Some(len) => len,
+            None => width as usize * height as usize * 3 / 4,
+        }
+    }
+
     /// Whether frames in this format must have an even width (and, for NV12,
     /// an even height) because chroma is shared between pixels.
     pub const fn needs_even_width(self) -> bool {
@@ -119,6 +133,23 @@ impl ImageFormat {
 impl fmt::Display for ImageFormat {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.name())
+    }
+}
+
+/// The time zone capture times are shown in: `{time:...}` in file names and
+/// the EXIF offset.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TimeZone {
+    Utc,
+    Local,
+}
+
+impl TimeZone {
+    pub const fn name(self) -> &'static str {
+        match self {
+            TimeZone::Utc => "utc",
+            TimeZone::Local => "local",
+        }
     }
 }
 

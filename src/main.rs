@@ -14,9 +14,14 @@ use framerec::source::Source;
 /// Exit codes (EX_CONFIG lets systemd tell a bad config from a crash).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Exit {
+    /// Done, also after a graceful stop.
     Success = 0,
+    /// A runtime failure.
     Failure = 1,
+    /// A bad config (EX_CONFIG).
     Config = 78,
+    /// A second TERM/INT: exited at once (from the signal handler).
+    Quit = 130,
 }
 
 impl From<Exit> for ExitCode {
@@ -137,8 +142,9 @@ fn main() -> ExitCode {
 
 fn record(settings: &Settings, limits: Limits) -> anyhow::Result<()> {
     let (control_tx, control_rx) = crossbeam_channel::bounded(16);
-    let signals = daemon::forward_signals(control_tx)?;
-    let result = daemon::run(settings, || Source::open(settings), &control_rx, limits);
+    let signals = daemon::forward_signals(control_tx, Exit::Quit as i32)?;
+    let open_source = || Source::open(&settings.source, settings.encode.format);
+    let result = daemon::run(settings, open_source, &control_rx, limits);
     signals.close();
     result.map(drop)
 }

@@ -19,12 +19,57 @@ use std::time::Duration;
 
 use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender, TrySendError};
 
-use crate::config::Overflow;
 use crate::frame::Frame;
 
 /// Buffers the capture thread may hold at once (the frame being filled and
 /// the previous one, kept back in case it is nearer the next tick).
 pub const HELD_BY_CAPTURE: usize = 2;
+
+/// The most memory the ring's frame buffers may take together.
+pub const MAX_BYTES: u64 = 8 << 30;
+
+/// What a full ring does with the next frame.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Overflow {
+    /// Drop the oldest waiting frame to make room (the default: newest data wins).
+    DropOldest,
+    /// Drop the frame just captured.
+    DropNewest,
+    /// Make capture wait for an encoder (files only: a camera would lose frames anyway).
+    Block,
+}
+
+impl Overflow {
+    /// Every policy, by its config name.
+    pub const ALL: [(&'static str, Overflow); 3] = [
+        ("drop-oldest", Overflow::DropOldest),
+        ("drop-newest", Overflow::DropNewest),
+        ("block", Overflow::Block),
+    ];
+
+    pub const fn name(self) -> &'static str {
+        match self {
+            Overflow::DropOldest => "drop-oldest",
+            Overflow::DropNewest => "drop-newest",
+            Overflow::Block => "block",
+        }
+    }
+}
+
+/// The ring's size and policy (`[ring]`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Options {
+    /// Frames that can wait for an encoder; at least 1.
+    pub frames: usize,
+    pub when_full: Overflow,
+}
+
+/// How many frame buffers a ring of `frames` slots for `workers` encoders
+/// allocates: every slot, one in each encoder's hands, and those capture
+/// holds.
+pub const fn buffer_count(frames: usize, workers: usize) -> usize {
+    frames + workers + HELD_BY_CAPTURE
+}
 
 /// What happened to a pushed frame.
 #[derive(Debug)]
@@ -57,16 +102,12 @@ pub struct Consumer {
     free_tx: Sender<Frame>,
 }
 
-/// Builds a ring of `frames` slots for `workers` encoders, with buffers of
-/// `buffer_capacity` bytes each.
-pub fn ring(
-    frames: usize,
-    workers: usize,
-    buffer_capacity: usize,
-    when_full: Overflow,
-) -> (Producer, Consumer) {
-    let frames = frames.max(1);
-    let buffers = frames + workers + HELD_BY_CAPTURE;
+/// Builds a ring for `workers` encoders, with buffers of `buffer_capacity`
+/// bytes each.
+pub fn ring(options: &Options, workers: usize, buffer_capacity: usize) -> (Producer, Consumer) {
+    let frames = options.frames.max(1);
+    let when_full = options.when_full;
+    let buffers = buffer_count(frames, workers);
     let (filled_tx, filled_rx) = bounded(frames);
     let (free_tx, free_rx) = bounded(buffers);
     for _ in 0..buffers {
@@ -199,7 +240,14 @@ mod tests {
         /// never allocates a buffer beyond the ones it started with.
         #[test]
         fn matches_a_vecdeque_model(capacity in 1usize..6, when_full in policy(), ops in ops()) {
-            let (producer, consumer) = ring(capacity, 1, 8, when_full);
+            let (producer, consumer) = ring(
+                &Options {
+                    frames: capacity,
+                    when_full,
+                },
+                1,
+                8,
+            );
             let mut model: VecDeque<u64> = VecDeque::new();
             let mut next_seq = 0;
             let mut dropped_model = Vec::new();
@@ -247,7 +295,14 @@ mod tests {
 
     #[test]
     fn closing_lets_consumers_drain_then_stop() {
-        let (producer, consumer) = ring(4, 1, 0, Overflow::DropOldest);
+        let (producer, consumer) = ring(
+            &Options {
+                frames: 4,
+                when_full: Overflow::DropOldest,
+            },
+            1,
+            0,
+        );
         for seq in 0..3 {
             let f = frame(&producer, seq);
             let (_, spare) = producer.push(f);
@@ -262,7 +317,14 @@ mod tests {
 
     #[test]
     fn block_sees_the_encoders_gone() {
-        let (producer, consumer) = ring(1, 1, 0, Overflow::Block);
+        let (producer, consumer) = ring(
+            &Options {
+                frames: 1,
+                when_full: Overflow::Block,
+            },
+            1,
+            0,
+        );
         let first = frame(&producer, 1);
         let (_, spare) = producer.push(first);
         drop(consumer);
@@ -273,7 +335,14 @@ mod tests {
 
     #[test]
     fn block_waits_for_an_encoder() {
-        let (producer, consumer) = ring(1, 1, 0, Overflow::Block);
+        let (producer, consumer) = ring(
+            &Options {
+                frames: 1,
+                when_full: Overflow::Block,
+            },
+            1,
+            0,
+        );
         let first = frame(&producer, 1);
         let (_, spare) = producer.push(first);
         let handle = std::thread::spawn(move || {

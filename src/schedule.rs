@@ -14,7 +14,14 @@
 
 use std::time::{Duration, SystemTime};
 
-use crate::config::Every;
+/// Which captured frames become snapshots (`snapshot.every`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Every {
+    /// Every captured frame.
+    Frame,
+    /// One frame per tick of this interval, ticks on the wall-clock grid.
+    Interval(Duration),
+}
 
 /// The verdict on the held (previous) frame and the current one.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -132,11 +139,6 @@ impl Schedule {
         }
         self.next_tick = Some(last + interval);
         pick
-    }
-
-    /// The interval, if frames are picked by time.
-    pub fn interval(&self) -> Option<Duration> {
-        self.interval.map(|n| Duration::from_nanos(n as u64))
     }
 }
 

@@ -5,12 +5,12 @@
 
 use turbojpeg::{Compressor, Image, OutputBuf, PixelFormat as TjFormat, Subsamp, YuvPlanesImage};
 
+use super::metadata::Exif;
+use super::Subsampling;
 use super::{EncodeError, MjpegDecoder, Parts};
-use crate::config::Subsampling;
 use crate::convert::{expand_luma_of, nv12_to_planes, yuyv_to_planes, Planes};
+use crate::frame::TimeZone;
 use crate::frame::{Frame, PixelFormat};
-use crate::store::metadata::Exif;
-use crate::store::naming::TimeZone;
 
 /// A JPEG encoder, one per worker thread; all its buffers are reused.
 pub struct JpegEncoder {

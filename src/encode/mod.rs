@@ -1,25 +1,94 @@
 //! The encoder pool: worker threads that take frames from the ring, encode
-//! them ([`jpeg`], [`png`], or [`passthrough`] for a camera's own JPEGs),
-//! write them through the store, and hand the buffers back.
+//! them ([`jpeg`], [`png`], or [`passthrough`] for a camera's own JPEGs, with
+//! the capture time stamped in by [`metadata`]), hand each encoded file to
+//! the next step (the sink, wired by the supervisor) and give the buffers
+//! back to the ring.
 //!
-//! A frame that fails to encode or write is counted, logged (rate-limited)
-//! and dropped; the worker goes on. Workers exit when the ring is closed and
+//! A frame that fails to encode is counted, logged (rate-limited) and
+//! dropped; the worker goes on. Workers exit when the ring is closed and
 //! drained.
 
 pub mod jpeg;
+pub mod metadata;
 pub mod passthrough;
 pub mod png;
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use crate::config::Settings;
-use crate::frame::{Frame, ImageFormat, PixelFormat, WrittenFile};
+use crate::frame::{Frame, ImageFormat, PixelFormat, TimeZone, MAX_SIDE};
 use crate::ring::Consumer;
 use crate::source::mjpeg::JpegError;
 use crate::stats::{Chain, DropReason, Stats};
-use crate::store::write::{FileInfo, Writer};
-use crate::store::Store;
+
+/// JPEG chroma subsampling.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Subsampling {
+    S444,
+    S422,
+    S420,
+    Gray,
+}
+
+impl Subsampling {
+    /// Every choice with its config name.
+    pub const ALL: [(&'static str, Subsampling); 4] = [
+        ("444", Subsampling::S444),
+        ("422", Subsampling::S422),
+        ("420", Subsampling::S420),
+        ("gray", Subsampling::Gray),
+    ];
+
+    pub const fn name(self) -> &'static str {
+        match self {
+            Subsampling::S444 => "444",
+            Subsampling::S422 => "422",
+            Subsampling::S420 => "420",
+            Subsampling::Gray => "gray",
+        }
+    }
+}
+
+/// PNG deflate effort.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PngCompression {
+    Fast,
+    Default,
+    Best,
+}
+
+impl PngCompression {
+    pub const fn name(self) -> &'static str {
+        match self {
+            PngCompression::Fast => "fast",
+            PngCompression::Default => "default",
+            PngCompression::Best => "best",
+        }
+    }
+}
+
+/// What the encoders make of frames (`[snapshot]` less `every`, and
+/// `[encoder]`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Options {
+    pub format: ImageFormat,
+    /// JPEG quality, 1 to 100.
+    pub quality: u8,
+    pub subsampling: Subsampling,
+    pub compression: PngCompression,
+    /// Store an MJPEG source's JPEG bytes as they are (JPEG output only).
+    pub passthrough: bool,
+    /// The zone of the EXIF capture time (the output's time zone).
+    pub timezone: TimeZone,
+    /// Worker threads; at least 1.
+    pub threads: usize,
+}
+
+impl Options {
+    /// Whether frames of `input` are stored as the source's own JPEG bytes.
+    pub fn passes_through(&self, input: PixelFormat) -> bool {
+        self.passthrough && self.format == ImageFormat::Jpeg && input == PixelFormat::Mjpeg
+    }
+}
 
 /// Why a frame could not be encoded.
 #[derive(Debug, thiserror::Error)]
@@ -92,7 +161,7 @@ impl MjpegDecoder {
         };
         let header = d.read_header(jpeg).map_err(EncodeError::Decode)?;
         // A torn header can claim any size: never allocate for an absurd one.
-        let side = crate::config::MAX_SIDE as usize;
+        let side = MAX_SIDE as usize;
         if header.width > side
             || header.height > side
             || header.width * header.height * 3 > MAX_DECODED
@@ -142,24 +211,19 @@ pub enum Encoder {
 }
 
 impl Encoder {
-    /// The encoder the settings ask for.
-    pub fn for_settings(settings: &Settings) -> Result<Encoder, EncodeError> {
-        let snapshot = &settings.snapshot;
+    /// The encoder `options` ask for, for frames of `input`.
+    pub fn new(options: &Options, input: PixelFormat) -> Result<Encoder, EncodeError> {
         let jpeg = || {
-            jpeg::JpegEncoder::new(
-                snapshot.quality,
-                snapshot.subsampling,
-                settings.output.timezone,
-            )
-            .map(Box::new)
+            jpeg::JpegEncoder::new(options.quality, options.subsampling, options.timezone)
+                .map(Box::new)
         };
-        Ok(if settings.passthrough() {
+        Ok(if options.passes_through(input) {
             Encoder::Passthrough(jpeg()?)
         } else {
-            match snapshot.format {
+            match options.format {
                 ImageFormat::Jpeg => Encoder::Jpeg(jpeg()?),
                 ImageFormat::Png => {
-                    Encoder::Png(Box::new(png::PngEncoder::new(snapshot.compression)))
+                    Encoder::Png(Box::new(png::PngEncoder::new(options.compression)))
                 }
             }
         })
@@ -197,29 +261,18 @@ impl Encoder {
     }
 }
 
-/// Sets `failed` if the thread holding it panics, so the supervisor stops.
-pub struct PanicGuard<'a>(pub &'a AtomicBool);
-
-impl Drop for PanicGuard<'_> {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            self.0.store(true, Ordering::SeqCst);
-        }
-    }
-}
-
-/// A worker thread's loop: pop, encode, write, release, until the ring is
-/// closed and empty. Written files are reported to `retention`, if any.
+/// A worker thread's loop: pop, encode, hand the file to `deliver`,
+/// release, until the ring is closed and empty. `deliver` gets the frame,
+/// the file's format and its parts; it does the writing.
 pub fn run_worker(
     consumer: Consumer,
-    settings: &Settings,
-    store: &Store,
+    options: &Options,
+    input: PixelFormat,
     stats: &Stats,
-    retention: Option<crate::retention::Handle>,
+    mut deliver: impl FnMut(&Frame, ImageFormat, &Parts<'_>),
 ) -> Result<(), EncodeError> {
     // Made here: libjpeg-turbo's buffers belong to one thread.
-    let mut encoder = Encoder::for_settings(settings)?;
-    let mut writer = Writer::new(store);
+    let mut encoder = Encoder::new(options, input)?;
     let format = encoder.format();
     loop {
         let frame = match consumer.pop(Duration::from_millis(250)) {
@@ -228,37 +281,8 @@ pub fn run_worker(
             Err(false) => continue,
         };
         match encoder.encode(&frame) {
+            Ok(parts) => deliver(&frame, format, &parts),
             Err(e) => stats.frame_dropped(e.reason(), frame.seq, &Chain(&e)),
-            Ok(bytes) => {
-                let info = FileInfo::of(&frame, format);
-                let dropped_before = |f: &WrittenFile| stats.file_written(f.seq, &f.path, f.len);
-                let mut result = writer.write(info, &bytes, dropped_before);
-                if let (Err(e), Some(retention)) = (&result, &retention) {
-                    // A full disk with a quota to keep: make room, try once more.
-                    let len: usize = bytes.iter().map(|p| p.len()).sum();
-                    if e.is_disk_full() && retention.make_room(len as u64 * 2 + (1 << 20)) {
-                        result = writer.write(info, &bytes, dropped_before);
-                    }
-                }
-                match result {
-                    Ok((file, manifest_error)) => {
-                        if let Some(e) = manifest_error {
-                            stats.manifest_failed(file.seq, &Chain(&e));
-                        }
-                        if let Some(retention) = &retention {
-                            retention.written(file);
-                        }
-                    }
-                    Err(e) => {
-                        let reason = if e.is_disk_full() {
-                            DropReason::DiskFull
-                        } else {
-                            DropReason::Write
-                        };
-                        stats.frame_dropped(reason, frame.seq, &Chain(&e));
-                    }
-                }
-            }
         }
         consumer.release(frame);
     }
@@ -271,12 +295,16 @@ mod tests {
 
     #[test]
     fn passthrough_encodes_frames_that_are_not_jpeg() {
-        let settings = crate::config::Settings::from_toml(
-            "[source]\nkind = \"camera\"\npixel_format = \"mjpeg\"\n",
-            std::path::Path::new("t"),
-        )
-        .unwrap();
-        let mut encoder = Encoder::for_settings(&settings).unwrap();
+        let options = Options {
+            format: ImageFormat::Jpeg,
+            quality: 90,
+            subsampling: Subsampling::S420,
+            compression: PngCompression::Fast,
+            passthrough: true,
+            timezone: TimeZone::Utc,
+            threads: 1,
+        };
+        let mut encoder = Encoder::new(&options, PixelFormat::Mjpeg).unwrap();
         let jpeg = crate::source::mjpeg::test_jpeg(16, 8, false, 2);
         let mut frame = Frame::with_capacity(0);
         frame.format = PixelFormat::Mjpeg;

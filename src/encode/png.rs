@@ -5,11 +5,11 @@
 
 use png::{BitDepth, ColorType, Compression};
 
+use super::metadata::{png_creation_time, SOFTWARE};
+use super::PngCompression;
 use super::{EncodeError, MjpegDecoder, Parts};
-use crate::config::PngCompression;
 use crate::convert::{nv12_to_rgb, swap16, yuyv_to_rgb};
 use crate::frame::{Frame, PixelFormat};
-use crate::store::metadata::{png_creation_time, SOFTWARE};
 
 /// A PNG encoder, one per worker thread; its buffers are reused.
 pub struct PngEncoder {

@@ -28,8 +28,10 @@ use notify::{EventKind, RecursiveMode, Watcher};
 use crate::frame::WrittenFile;
 use crate::stats::{Chain, RateLimit, Stats};
 use crate::store::naming::NameMatcher;
+use crate::store::{self, epoch_secs};
 use index::Index;
-use plan::{plan_deletions, Quota, Reason, Space};
+use plan::{plan_deletions, Reason, Space};
+pub use plan::{MinFree, Quota};
 
 /// How often quotas that change with time (`max_age`, `min_free`) are checked.
 const CHECK_EVERY: Duration = Duration::from_secs(1);
@@ -74,12 +76,6 @@ impl Handle {
             .recv_timeout(Duration::from_secs(10))
             .unwrap_or(false)
     }
-}
-
-/// Seconds since the Unix epoch of a file time.
-pub fn epoch_secs(t: SystemTime) -> u64 {
-    t.duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
 }
 
 /// Space on the filesystem holding `dir`.
@@ -273,7 +269,7 @@ impl<'a> Retention<'a> {
     /// template has directories (the manifest, lock and hidden names aside).
     fn is_directory_level(&self, relative: &str) -> bool {
         let name = relative.rsplit('/').next().unwrap_or_default();
-        let noise = name.starts_with('.') || name == crate::store::manifest::MANIFEST_NAME;
+        let noise = name.starts_with('.') || name == store::manifest::MANIFEST_NAME;
         !noise && relative.split('/').count() < self.depth
     }
 
@@ -350,16 +346,18 @@ impl<'a> Retention<'a> {
     fn rescan(&mut self) {
         self.rescan_at = None;
         let mut index = self.index.empty_like();
-        let mut visit = |owned: crate::store::Owned<'_>| {
+        let mut visit = |owned: store::Owned<'_>| {
             index.insert_unsorted(owned.seq, owned.relative, owned.bytes, owned.mtime)
         };
-        let result = crate::store::scan(
+        let result = store::scan(
             &self.root,
             self.depth,
             &self.matcher,
-            crate::store::Sweep::Nothing,
-            self.quota.needs_file_facts(),
-            Some(&mut visit),
+            store::Sweep::Nothing,
+            Some(store::Visitor {
+                stat: self.quota.needs_file_facts(),
+                visit: &mut visit,
+            }),
         );
         match result {
             Ok(_) => {

@@ -392,11 +392,6 @@ impl<O: Opener> Camera<O> {
         self.corrupt
     }
 
-    /// Whether a camera is connected and streaming.
-    pub fn is_connected(&self) -> bool {
-        self.device.is_some()
-    }
-
     /// Finds, opens and starts the camera.
     fn connect(&mut self) -> Result<(O::Device, String), CameraError> {
         let devices = self.opener.list();

@@ -1,5 +1,6 @@
-//! Sources fill frame buffers on the capture thread: the synthetic test
-//! pattern, raw frames from a file or stdin, and (later) cameras.
+//! Sources fill frame buffers on the capture thread: V4L2 cameras
+//! ([`camera`], [`v4l2`]), the synthetic test pattern, and raw frames or
+//! concatenated JPEGs ([`mjpeg`]) from a file or stdin.
 //!
 //! A source writes straight into the buffer it is given and stamps the frame
 //! with its capture time; it never allocates per frame once the buffer has
@@ -14,11 +15,49 @@ pub mod v4l2;
 use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
 
-use crate::config::{Settings, SourceKind};
 use crate::frame::{Frame, ImageFormat, PixelFormat};
 
 pub use raw::Raw;
 pub use synthetic::Synthetic;
+
+/// Which source to open (`source.kind` and what goes with it).
+#[derive(Clone, Debug, PartialEq)]
+pub enum Kind {
+    /// A V4L2 camera: `device` is a path, an index or part of its name.
+    Camera { device: String, strict: bool },
+    /// A moving test pattern made in memory.
+    Synthetic,
+    /// Back-to-back raw frames (or concatenated JPEGs) from a file or stdin.
+    Raw { path: PathBuf },
+}
+
+impl Kind {
+    /// The `kind` value.
+    pub const fn name(&self) -> &'static str {
+        match self {
+            Kind::Camera { .. } => "camera",
+            Kind::Synthetic => "synthetic",
+            Kind::Raw { .. } => "raw",
+        }
+    }
+}
+
+/// What to capture (`[source]`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Options {
+    pub kind: Kind,
+    pub width: u32,
+    pub height: u32,
+    pub fps: f64,
+    pub pixel_format: PixelFormat,
+}
+
+impl Options {
+    /// The size of each of the ring's frame buffers.
+    pub const fn buffer_capacity(&self) -> usize {
+        self.pixel_format.buffer_capacity(self.width, self.height)
+    }
+}
 
 /// What a source did with the buffer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -61,16 +100,16 @@ pub enum Source {
 }
 
 impl Source {
-    /// Opens the source the settings describe. A camera is looked for on
-    /// the first frame (and waited for if absent), on the thread that calls
-    /// [`Source::next_frame`].
-    pub fn open(settings: &Settings) -> Result<Source, SourceError> {
-        let s = &settings.source;
+    /// Opens the source `s` describes, for snapshots stored as `output`
+    /// (which decides the camera formats that can be used). A camera is
+    /// looked for on the first frame (and waited for if absent), on the
+    /// thread that calls [`Source::next_frame`].
+    pub fn open(s: &Options, output: ImageFormat) -> Result<Source, SourceError> {
         Ok(match &s.kind {
-            SourceKind::Camera { device, strict } => {
+            Kind::Camera { device, strict } => {
                 let format = camera::CamFormat::for_pixel_format(s.pixel_format)
                     .unwrap_or(camera::CamFormat::Mjpeg);
-                let usable: fn(camera::CamFormat) -> bool = match settings.snapshot.format {
+                let usable: fn(camera::CamFormat) -> bool = match output {
                     ImageFormat::Jpeg => |f| f != camera::CamFormat::Y16,
                     ImageFormat::Png => |_| true,
                 };
@@ -87,13 +126,13 @@ impl Source {
                 };
                 Source::Camera(Box::new(camera::Camera::new(v4l2::LinuxOpener, request)))
             }
-            SourceKind::Synthetic => Source::Synthetic(Box::new(Synthetic::new(
+            Kind::Synthetic => Source::Synthetic(Box::new(Synthetic::new(
                 s.width,
                 s.height,
                 s.fps,
                 s.pixel_format,
             )?)),
-            SourceKind::Raw { path } => Source::Raw(Box::new(Raw::open(
+            Kind::Raw { path } => Source::Raw(Box::new(Raw::open(
                 path,
                 s.width,
                 s.height,
@@ -115,15 +154,6 @@ impl Source {
         }
     }
 
-    /// A short name for logs.
-    pub fn name(&self) -> &'static str {
-        match self {
-            Source::Synthetic(_) => "synthetic",
-            Source::Raw(_) => "raw",
-            Source::Camera(_) => "camera",
-        }
-    }
-
     /// Stretches of input that were not whole frames and were skipped.
     pub fn skipped(&self) -> u64 {
         match self {
@@ -131,13 +161,4 @@ impl Source {
             Source::Raw(r) => r.skipped().0,
         }
     }
-}
-
-/// The buffer size to preallocate for frames of these settings.
-pub fn buffer_capacity(width: u32, height: u32, format: PixelFormat) -> usize {
-    // MJPEG frames vary; a quarter of RGB covers typical camera JPEGs and the
-    // buffer grows once if a frame is bigger.
-    format
-        .frame_len(width, height)
-        .unwrap_or(width as usize * height as usize * 3 / 4)
 }

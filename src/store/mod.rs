@@ -3,14 +3,13 @@
 //! At start-up [`Store::open`] creates `output.dir`, takes a lock so two
 //! recorders never number into the same files, sweeps temp files a crash left
 //! behind, and finds the highest sequence number on disk (and in the
-//! manifest) so numbering continues and never repeats. While recording, each
-//! encoder thread has a [`write::Writer`] that renders names
-//! ([`naming`]) and writes files durably; the [`manifest`] gets a line per
-//! file once it is durable; [`metadata`] stamps the capture time into the
-//! image itself.
+//! manifest) so numbering continues and never repeats. Each owned file the
+//! start-up [`scan`] finds can be handed to a [`Visitor`] (the supervisor
+//! passes one that fills retention's index). While recording, each encoder
+//! thread has a [`write::Writer`] that renders names ([`naming`]) and writes
+//! files durably; the [`manifest`] gets a line per file once it is durable.
 
 pub mod manifest;
-pub mod metadata;
 pub mod naming;
 pub mod write;
 
@@ -18,11 +17,28 @@ use std::fs::{self, File};
 use std::io;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+use std::time::SystemTime;
 
-use crate::config::Settings;
-use crate::retention::index::Index;
+use crate::frame::TimeZone;
 use manifest::Manifest;
-use naming::{NameMatcher, Template, TimeZone};
+use naming::{NameMatcher, Template};
+
+/// Where and how files are written (`[output]`).
+#[derive(Clone, Debug)]
+pub struct Options {
+    pub dir: PathBuf,
+    /// The file name template, relative to `dir`.
+    pub name: Template,
+    pub timezone: TimeZone,
+    /// Sync each file and its directory before counting it written.
+    pub fsync: bool,
+    /// Append a line per written file to `manifest.jsonl`.
+    pub manifest: bool,
+    /// Permission bits of written files (before the umask).
+    pub file_mode: u32,
+    /// Permission bits of created directories (before the umask).
+    pub dir_mode: u32,
+}
 
 /// Extensions framerec writes; files with any of them count for numbering.
 pub const EXTENSIONS: [&str; 2] = ["jpg", "png"];
@@ -97,13 +113,14 @@ pub struct Store {
 }
 
 impl Store {
-    /// Opens `output.dir` for recording. See the module docs. With `index`,
-    /// every owned file found is recorded in it (for retention).
+    /// Opens `options.dir` for recording `camera`. See the module docs.
+    /// With `visitor`, every owned file found is handed to it.
     pub fn open(
-        settings: &Settings,
-        index: Option<&mut Index>,
+        camera: &str,
+        options: &Options,
+        visitor: Option<Visitor<'_>>,
     ) -> Result<(Store, Found), StoreError> {
-        let out = &settings.output;
+        let out = options;
         // Absolute, so file paths compare with what the watcher reports
         // whatever the working directory.
         let dir = std::path::absolute(&out.dir).map_err(|source| StoreError::CreateDir {
@@ -118,7 +135,7 @@ impl Store {
                 path: dir.clone(),
                 source,
             })?;
-        let lock_path = dir.join(format!(".framerec-{}.lock", settings.camera));
+        let lock_path = dir.join(format!(".framerec-{camera}.lock"));
         let lock = File::options()
             .create(true)
             .truncate(false)
@@ -133,7 +150,7 @@ impl Store {
             Ok(()) => {}
             Err(fs::TryLockError::WouldBlock) => {
                 return Err(StoreError::Locked {
-                    camera: settings.camera.clone(),
+                    camera: camera.to_owned(),
                     dir,
                     lock: lock_path,
                 })
@@ -145,33 +162,19 @@ impl Store {
                 })
             }
         }
-        let matcher = out.name.matcher(&settings.camera, &EXTENSIONS);
-        let mut visit = index.map(|index| {
-            move |owned: Owned<'_>| {
-                index.insert_unsorted(owned.seq, owned.relative, owned.bytes, owned.mtime)
-            }
-        });
-        let visit = visit.as_mut().map(|v| v as &mut dyn FnMut(Owned<'_>));
-        let mut found = scan(
-            &dir,
-            out.name.depth(),
-            &matcher,
-            Sweep::TempFiles,
-            settings.retention.needs_file_facts(),
-            visit,
-        )
-        .map_err(|source| StoreError::Scan {
-            path: dir.clone(),
-            source,
-        })?;
+        let matcher = out.name.matcher(camera, &EXTENSIONS);
+        let mut found = scan(&dir, out.name.depth(), &matcher, Sweep::TempFiles, visitor).map_err(
+            |source| StoreError::Scan {
+                path: dir.clone(),
+                source,
+            },
+        )?;
         let manifest = if out.manifest {
-            let (manifest, highest) =
-                Manifest::open(&dir, &settings.camera, out.fsync, out.file_mode).map_err(
-                    |source| StoreError::Manifest {
-                        dir: dir.clone(),
-                        source,
-                    },
-                )?;
+            let (manifest, highest) = Manifest::open(&dir, camera, out.fsync, out.file_mode)
+                .map_err(|source| StoreError::Manifest {
+                    dir: dir.clone(),
+                    source,
+                })?;
             found.highest_seq = found.highest_seq.max(highest);
             Some(manifest)
         } else {
@@ -187,7 +190,7 @@ impl Store {
             Store {
                 dir,
                 template: out.name.clone(),
-                camera: settings.camera.clone(),
+                camera: camera.to_owned(),
                 timezone: out.timezone,
                 fsync: out.fsync,
                 file_mode: out.file_mode,
@@ -223,6 +226,21 @@ pub struct Owned<'a> {
     pub mtime: u64,
 }
 
+/// Hears of each owned file a [`scan`] finds.
+pub struct Visitor<'v> {
+    /// Whether sizes and times are wanted (a stat per file: most of the
+    /// cost of a cold scan). Without, they are 0.
+    pub stat: bool,
+    /// Called once per owned file, in no particular order.
+    pub visit: &'v mut dyn FnMut(Owned<'_>),
+}
+
+/// Seconds since the Unix epoch of a file time.
+pub fn epoch_secs(t: SystemTime) -> u64 {
+    t.duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
 /// Threads that read directories at once during a scan: reading directories
 /// and inodes waits on the disk, so more reads in flight than cores pays off
 /// when the cache is cold (after a reboot).
@@ -248,16 +266,14 @@ pub enum Sweep {
 }
 
 /// Walks `dir` down to `depth` levels: counts owned files and finds the
-/// highest sequence number, sweeping as `sweep` says. With `visit`, each
-/// owned file is also handed to it (in no particular order), with its size
-/// and time when `stat` (otherwise 0: a stat per file is most of a cold scan).
+/// highest sequence number, sweeping as `sweep` says. With `visitor`, each
+/// owned file is also handed to it.
 pub fn scan(
     dir: &Path,
     depth: usize,
     matcher: &NameMatcher,
     sweep: Sweep,
-    stat: bool,
-    mut visit: Option<&mut dyn FnMut(Owned<'_>)>,
+    mut visitor: Option<Visitor<'_>>,
 ) -> io::Result<Found> {
     // The directories that hold files: those at the template's depth.
     let mut leaves: Vec<(PathBuf, String)> = Vec::new();
@@ -283,7 +299,7 @@ pub fn scan(
         }
     }
 
-    let with_metadata = stat && visit.is_some();
+    let with_metadata = visitor.as_ref().is_some_and(|v| v.stat);
     let next = std::sync::atomic::AtomicUsize::new(0);
     let (tx, rx) = crossbeam_channel::bounded::<io::Result<DirScan>>(SCAN_THREADS * 2);
     std::thread::scope(|scope| {
@@ -312,7 +328,7 @@ pub fn scan(
             for (seq, name, bytes, mtime) in &listing.files {
                 found.files += 1;
                 found.highest_seq = found.highest_seq.max(Some(*seq));
-                if let Some(visit) = visit.as_mut() {
+                if let Some(Visitor { visit, .. }) = visitor.as_mut() {
                     relative.clear();
                     relative.push_str(&listing.prefix);
                     relative.push_str(name);
@@ -376,10 +392,7 @@ fn scan_dir(
         }
         let (bytes, mtime) = if with_metadata {
             match entry.metadata() {
-                Ok(meta) => (
-                    meta.len(),
-                    meta.modified().map_or(0, crate::retention::epoch_secs),
-                ),
+                Ok(meta) => (meta.len(), meta.modified().map_or(0, epoch_secs)),
                 Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
                 Err(e) => return Err(e),
             }
@@ -423,7 +436,6 @@ mod tests {
             template.depth(),
             &matcher,
             Sweep::TempFiles,
-            false,
             None,
         )
         .unwrap();

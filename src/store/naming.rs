@@ -13,24 +13,10 @@ use chrono::format::{Fixed, Item, Numeric, Pad, StrftimeItems};
 use chrono::{DateTime, Local, Utc};
 use regex::Regex;
 
+use crate::frame::TimeZone;
+
 /// The digits `{seq}` is padded to when no width is given.
 pub const DEFAULT_SEQ_WIDTH: usize = 10;
-
-/// How `{time:...}` is rendered.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum TimeZone {
-    Utc,
-    Local,
-}
-
-impl TimeZone {
-    pub const fn name(self) -> &'static str {
-        match self {
-            TimeZone::Utc => "utc",
-            TimeZone::Local => "local",
-        }
-    }
-}
 
 /// A problem with a name template, reported by `check` with its position.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -322,15 +322,21 @@ fn rename_no_replace(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Settings;
+    use crate::frame::TimeZone;
+    use crate::store::naming::Template;
+    use crate::store::Options;
 
     fn store(dir: &Path) -> Store {
-        let text = format!(
-            "camera = \"c\"\n[output]\ndir = \"{}\"\nname = \"{{time:%Y}}/{{seq}}.{{ext}}\"\n",
-            dir.display()
-        );
-        let settings = Settings::from_toml(&text, Path::new("t")).unwrap();
-        Store::open(&settings, None).unwrap().0
+        let options = Options {
+            dir: dir.to_owned(),
+            name: Template::parse("{time:%Y}/{seq}.{ext}").unwrap(),
+            timezone: TimeZone::Utc,
+            fsync: true,
+            manifest: true,
+            file_mode: 0o640,
+            dir_mode: 0o750,
+        };
+        Store::open("c", &options, None).unwrap().0
     }
 
     fn info(seq: u64) -> FileInfo {

@@ -11,7 +11,7 @@ use std::time::SystemTime;
 
 use chrono::{DateTime, Datelike, Local, Offset, Timelike, Utc};
 
-use super::naming::TimeZone;
+use crate::frame::TimeZone;
 
 /// The `Software` tag.
 pub const SOFTWARE: &str = concat!("framerec ", env!("CARGO_PKG_VERSION"));

@@ -1,0 +1,385 @@
+//! Configuration: TOML text → raw serde structs ([`raw`]) → validated
+//! [`Settings`] ([`validate`]), built from each stage's own options type;
+//! [`print`] shows them back as `framerec check` prints them. No stage
+//! imports this module: only the wiring (main and the supervisor) does.
+//!
+//! [`Settings::from_toml`] reports *every* problem it can find at once, each
+//! with its line and column: all unknown keys, one type error per section,
+//! then every out-of-range or inconsistent value. Nothing here does I/O
+//! except [`Settings::load`], which reads the file.
+
+mod print;
+mod raw;
+mod validate;
+
+use std::fmt;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+
+use toml::Spanned;
+
+use crate::retention::Quota;
+use crate::schedule::Every;
+use crate::{encode, ring, source, store};
+
+pub use validate::{parse_duration, DEFAULT_CAMERA, DEFAULT_DEVICE, DEFAULT_DIR, DEFAULT_NAME};
+
+/// Everything framerec needs to record, validated: each stage's options.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// The camera's name, used in file names, the manifest and logs.
+    pub camera: String,
+    pub source: source::Options,
+    pub ring: ring::Options,
+    /// Which frames become snapshots (`snapshot.every`).
+    pub every: Every,
+    /// `[snapshot]` (less `every`) and `[encoder]`.
+    pub encode: encode::Options,
+    /// `[output]`.
+    pub output: store::Options,
+    /// The quota; empty when `[retention]` gives no limit.
+    pub retention: Quota,
+}
+
+/// One thing wrong with a config file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Problem {
+    /// 1-based line and column, when the problem has a place in the file.
+    pub position: Option<(usize, usize)>,
+    /// The key, such as `snapshot.quality` (empty for syntax errors).
+    pub key: String,
+    pub message: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some((line, column)) = self.position {
+            write!(f, "line {line}, column {column}: ")?;
+        }
+        if !self.key.is_empty() {
+            write!(f, "{}: ", self.key)?;
+        }
+        f.write_str(&self.message)
+    }
+}
+
+/// Why a config could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{} has {} problem{}:\n{}", origin.display(), problems.len(),
+        if problems.len() == 1 { "" } else { "s" },
+        problems.iter().map(|p| format!("  {}: {p}", origin.display())).collect::<Vec<_>>().join("\n"))]
+    Invalid {
+        origin: PathBuf,
+        problems: Vec<Problem>,
+    },
+}
+/// Turns byte offsets into 1-based line and column.
+struct Positions<'a> {
+    text: &'a str,
+}
+
+impl Positions<'_> {
+    fn at(&self, offset: usize) -> (usize, usize) {
+        let offset = offset.min(self.text.len());
+        let before = &self.text.as_bytes()[..offset];
+        let line = before.iter().filter(|&&b| b == b'\n').count() + 1;
+        let line_start = before
+            .iter()
+            .rposition(|&b| b == b'\n')
+            .map_or(0, |i| i + 1);
+        let column = self.text[line_start..offset].chars().count() + 1;
+        (line, column)
+    }
+}
+
+/// Collects problems while validating.
+pub(super) struct Problems<'a> {
+    positions: Positions<'a>,
+    list: Vec<Problem>,
+}
+
+impl Problems<'_> {
+    pub(super) fn add(
+        &mut self,
+        span: Option<Range<usize>>,
+        key: &str,
+        message: impl Into<String>,
+    ) {
+        self.list.push(Problem {
+            position: span.map(|s| self.positions.at(s.start)),
+            key: key.to_owned(),
+            message: message.into(),
+        });
+    }
+
+    pub(super) fn at<T>(&mut self, value: &Spanned<T>, key: &str, message: impl Into<String>) {
+        self.add(Some(value.span()), key, message);
+    }
+
+    pub(super) fn len(&self) -> usize {
+        self.list.len()
+    }
+
+    pub(super) fn is_empty(&self) -> bool {
+        self.list.is_empty()
+    }
+}
+
+impl Settings {
+    /// The built-in config of `framerec run` without `--config`.
+    pub fn demo() -> Settings {
+        Settings::from_toml("", Path::new("<built-in>")).expect("the built-in config is valid")
+    }
+
+    /// Reads and validates a config file.
+    pub fn load(path: &Path) -> Result<Settings, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Settings::from_toml(&text, path)
+    }
+
+    /// Validates config text; `origin` names it in error messages.
+    pub fn from_toml(text: &str, origin: &Path) -> Result<Settings, ConfigError> {
+        let mut problems = Problems {
+            positions: Positions { text },
+            list: Vec::new(),
+        };
+        let raw = raw::parse_raw(text, &mut problems);
+        let settings = raw.and_then(|raw| validate::validate(raw, &mut problems));
+        // In file order; problems without a place last.
+        problems
+            .list
+            .sort_by_key(|p| p.position.unwrap_or((usize::MAX, 0)));
+        match settings {
+            Some(settings) if problems.list.is_empty() => Ok(settings),
+            _ => Err(ConfigError::Invalid {
+                origin: origin.to_owned(),
+                problems: problems.list,
+            }),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::encode::{PngCompression, Subsampling};
+    use crate::frame::{ImageFormat, PixelFormat, TimeZone};
+    use crate::retention::MinFree;
+    use crate::ring::Overflow;
+    use crate::source::Kind;
+
+    fn problems(text: &str) -> Vec<Problem> {
+        match Settings::from_toml(text, Path::new("test.toml")) {
+            Ok(s) => panic!("expected problems, got {s:?}"),
+            Err(ConfigError::Invalid { problems, .. }) => problems,
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    #[test]
+    fn empty_text_gives_the_demo_defaults() {
+        let s = Settings::from_toml("", Path::new("x")).unwrap();
+        assert_eq!(s.camera, "cam0");
+        assert_eq!(s.source.kind, Kind::Synthetic);
+        assert_eq!(
+            (s.source.width, s.source.height, s.source.fps),
+            (1280, 720, 30.0)
+        );
+        assert_eq!(s.every, Every::Interval(Duration::from_secs(1)));
+        assert_eq!((s.encode.format, s.encode.quality), (ImageFormat::Jpeg, 90));
+        assert_eq!(s.output.dir, PathBuf::from("./frames"));
+        assert_eq!(s.ring.when_full, Overflow::DropOldest);
+        assert!(s.output.fsync && s.output.manifest);
+        assert!(s.encode.threads >= 1);
+    }
+
+    #[test]
+    fn reads_every_key() {
+        let text = r#"
+camera = "lab-1"
+[source]
+kind = "raw"
+path = "-"
+width = 640
+height = 480
+fps = 7.5
+pixel_format = "nv12"
+[ring]
+frames = 4
+when_full = "block"
+[snapshot]
+every = "frame"
+format = "png"
+quality = 75
+subsampling = 444
+compression = "best"
+passthrough = false
+[output]
+dir = "/srv/frames"
+name = "{seq:6}.{ext}"
+timezone = "local"
+fsync = false
+manifest = false
+file_mode = "0644"
+dir_mode = "0755"
+[retention]
+max_bytes = "50GiB"
+max_files = 1000000
+max_age = "30d"
+min_free = "10%"
+[encoder]
+threads = 3
+"#;
+        let s = Settings::from_toml(text, Path::new("x")).unwrap();
+        assert_eq!(s.camera, "lab-1");
+        assert_eq!(s.source.kind, Kind::Raw { path: "-".into() });
+        assert_eq!(s.source.pixel_format, PixelFormat::Nv12);
+        assert_eq!(s.source.fps, 7.5);
+        assert_eq!((s.ring.frames, s.ring.when_full), (4, Overflow::Block));
+        assert_eq!(s.every, Every::Frame);
+        assert_eq!(s.encode.subsampling, Subsampling::S444);
+        assert_eq!(s.encode.compression, PngCompression::Best);
+        assert_eq!((s.output.file_mode, s.output.dir_mode), (0o644, 0o755));
+        assert_eq!(s.output.timezone, TimeZone::Local);
+        assert_eq!(s.encode.threads, 3);
+        assert_eq!(s.retention.max_bytes, Some(50 << 30));
+        assert_eq!(s.retention.max_files, Some(1_000_000));
+        assert_eq!(s.retention.max_age, Some(Duration::from_secs(30 * 86_400)));
+        assert_eq!(s.retention.min_free, Some(MinFree::Percent(10.0)));
+        // The printed settings are themselves a valid config giving the same result.
+        let again = Settings::from_toml(&s.to_string(), Path::new("y")).unwrap();
+        assert_eq!(again.to_string(), s.to_string());
+    }
+
+    #[test]
+    fn reports_every_unknown_key_with_its_position() {
+        let found =
+            problems("camra = \"x\"\n[source]\nwidht = 3\n[output]\nfsync = true\ndri = \"a\"\n");
+        let keys: Vec<(&str, Option<(usize, usize)>)> =
+            found.iter().map(|p| (p.key.as_str(), p.position)).collect();
+        assert_eq!(
+            keys,
+            [
+                ("camra", Some((1, 1))),
+                ("source.widht", Some((3, 1))),
+                ("output.dri", Some((6, 1)))
+            ]
+        );
+    }
+
+    #[test]
+    fn reports_a_type_error_in_each_section() {
+        let found = problems("[source]\nwidth = \"wide\"\n[snapshot]\nquality = \"high\"\n");
+        assert_eq!(found.len(), 2, "{found:?}");
+        assert_eq!(found[0].position.map(|p| p.0), Some(2));
+        assert_eq!(found[1].position.map(|p| p.0), Some(4));
+    }
+
+    #[test]
+    fn reports_syntax_errors_with_position() {
+        let found = problems("[source\nwidth = 3\n");
+        assert_eq!(found.len(), 1);
+        assert_eq!(found[0].position.map(|p| p.0), Some(1));
+    }
+
+    #[test]
+    fn reports_every_bad_value_at_once() {
+        let text = r#"
+camera = "a/b"
+[source]
+width = 0
+fps = -1
+pixel_format = "bgr"
+[ring]
+frames = 0
+when_full = "sometimes"
+[snapshot]
+every = "often"
+quality = 101
+subsampling = "411"
+compression = "max"
+[output]
+name = "{camera}.jpg"
+timezone = "mars"
+file_mode = "rw"
+[encoder]
+threads = 1000
+"#;
+        let found = problems(text);
+        let keys: Vec<&str> = found.iter().map(|p| p.key.as_str()).collect();
+        for expected in [
+            "camera",
+            "source.width",
+            "source.fps",
+            "source.pixel_format",
+            "ring.frames",
+            "ring.when_full",
+            "snapshot.every",
+            "snapshot.quality",
+            "snapshot.subsampling",
+            "snapshot.compression",
+            "output.name",
+            "output.timezone",
+            "output.file_mode",
+            "encoder.threads",
+        ] {
+            assert!(keys.contains(&expected), "missing {expected} in {keys:?}");
+        }
+        for p in &found {
+            assert!(p.position.is_some(), "{p} has no position");
+        }
+        let quality = found.iter().find(|p| p.key == "snapshot.quality").unwrap();
+        assert_eq!(quality.position, Some((12, 11)));
+    }
+
+    #[test]
+    fn refuses_inconsistent_choices() {
+        let cases = [
+            ("[source]\npixel_format = \"gray16\"\n", "snapshot.format"),
+            (
+                "[source]\npixel_format = \"rgba\"\n[snapshot]\nformat = \"jpeg\"\n",
+                "snapshot.format",
+            ),
+            (
+                "[source]\npixel_format = \"yuyv\"\nwidth = 641\n",
+                "source.width",
+            ),
+            (
+                "[source]\npixel_format = \"nv12\"\nheight = 479\n",
+                "source.height",
+            ),
+            ("[source]\nkind = \"raw\"\n", "source.path"),
+            ("[source]\npath = \"x.rgb\"\n", "source.path"),
+            ("[ring]\nwhen_full = \"block\"\n", "ring.when_full"),
+            ("[source]\nkind = \"camera\"\npixel_format = \"rgba\"\n[snapshot]\nformat = \"png\"\n", "source.pixel_format"),
+            ("[source]\nkind = \"camera\"\n[ring]\nwhen_full = \"block\"\n", "ring.when_full"),
+            ("[retention]\nmax_bytes = \"lots\"\n", "retention.max_bytes"),
+            ("[retention]\nmax_bytes = 0\n", "retention.max_bytes"),
+            ("[retention]\nmax_files = 0\n", "retention.max_files"),
+            ("[retention]\nmax_age = \"0s\"\n", "retention.max_age"),
+            ("[retention]\nmin_free = \"150%\"\n", "retention.min_free"),
+            ("[output]\nname = \"../{seq}.{ext}\"\n", "output.name"),
+            ("[snapshot]\nevery = \"0s\"\n", "snapshot.every"),
+            (
+                "[source]\nwidth = 16384\nheight = 16384\n[ring]\nframes = 64\n",
+                "ring.frames",
+            ),
+        ];
+        for (text, key) in cases {
+            let found = problems(text);
+            assert!(found.iter().any(|p| p.key == key), "{text:?}: {found:?}");
+        }
+    }
+}

@@ -1,0 +1,659 @@
+//! Raw config → [`Settings`]: one function per section, each building its
+//! stage's options type, then the checks that span sections. Every problem
+//! is collected with its place; nothing stops at the first.
+
+use std::ops::RangeInclusive;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use toml::Spanned;
+
+use super::raw::{
+    RawConfig, RawEncoder, RawOutput, RawRetention, RawRing, RawSnapshot, RawSource, StringOrInt,
+};
+use super::{Problems, Settings};
+use crate::encode::{self, PngCompression, Subsampling};
+use crate::frame::{ImageFormat, PixelFormat, TimeZone, MAX_SIDE};
+use crate::retention::{MinFree, Quota};
+use crate::ring::{self, Overflow};
+use crate::schedule::Every;
+use crate::source::{self, Kind};
+use crate::store::{self, naming::Template};
+
+// Defaults: the built-in demo config (synthetic 1280×720 at 30 fps, one JPEG
+// q90 a second into ./frames).
+const fn default_width() -> u32 {
+    1280
+}
+const fn default_height() -> u32 {
+    720
+}
+const fn default_fps() -> f64 {
+    30.0
+}
+const fn default_ring_frames() -> usize {
+    16
+}
+const fn default_every() -> Every {
+    Every::Interval(Duration::from_secs(1))
+}
+const fn default_quality() -> u8 {
+    90
+}
+const fn default_file_mode() -> u32 {
+    0o640
+}
+const fn default_dir_mode() -> u32 {
+    0o750
+}
+/// The default `output.name`.
+pub const DEFAULT_NAME: &str = "{camera}/{time:%Y-%m-%d}/{camera}-{seq}.{ext}";
+/// The default `camera`.
+pub const DEFAULT_CAMERA: &str = "cam0";
+/// The default `source.device`.
+pub const DEFAULT_DEVICE: &str = "/dev/video0";
+/// The default `output.dir`.
+pub const DEFAULT_DIR: &str = "./frames";
+
+/// Validates every section, then the checks across sections. `None` if
+/// anything is wrong (the problems say what).
+pub(super) fn validate(raw: RawConfig, problems: &mut Problems<'_>) -> Option<Settings> {
+    let camera = camera(raw.camera.as_ref(), problems);
+    let raw_source = raw.source.unwrap_or_default();
+    let raw_ring = raw.ring.unwrap_or_default();
+    let raw_snapshot = raw.snapshot.unwrap_or_default();
+    let raw_output = raw.output.unwrap_or_default();
+    let source = source(&raw_source, problems);
+    let ring = ring(&raw_ring, problems);
+    let snapshot = snapshot(&raw_snapshot, problems);
+    let output = output(&raw_output, problems);
+    let retention = retention(&raw.retention.unwrap_or_default(), problems);
+    let threads = encoder(&raw.encoder.unwrap_or_default(), problems);
+
+    if let (Some(source), Some(ring)) = (&source, &ring) {
+        ring_fits_source(source, ring, &raw_ring, problems);
+    }
+    if let (Some(source), Some((_, snapshot))) = (&source, &snapshot) {
+        format_holds_source(
+            source,
+            snapshot.format,
+            &raw_source,
+            &raw_snapshot,
+            problems,
+        );
+    }
+    if let (Some(source), Some(ring), Some(threads)) = (&source, &ring, threads) {
+        ring_fits_memory(source, ring, threads, &raw_ring, problems);
+    }
+
+    if !problems.is_empty() {
+        return None;
+    }
+    let (every, snapshot) = snapshot?;
+    let output = output?;
+    Some(Settings {
+        camera: camera?,
+        source: source?,
+        ring: ring?,
+        every,
+        encode: encode::Options {
+            timezone: output.timezone,
+            threads: threads?,
+            ..snapshot
+        },
+        output,
+        retention: retention?,
+    })
+}
+
+/// `camera`: a name that is safe in file names.
+fn camera(value: Option<&Spanned<String>>, problems: &mut Problems<'_>) -> Option<String> {
+    let Some(value) = value else {
+        return Some(DEFAULT_CAMERA.to_owned());
+    };
+    let name = value.get_ref();
+    let good = !name.is_empty()
+        && name.len() <= 64
+        && !name.starts_with('.')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    if !good {
+        problems.at(
+            value,
+            "camera",
+            format!("\"{name}\" cannot be used in file names: use 1 to 64 letters, digits, '-', '_' or '.' (not first)"),
+        );
+        return None;
+    }
+    Some(name.clone())
+}
+
+/// `[source]`.
+fn source(source: &RawSource, problems: &mut Problems<'_>) -> Option<source::Options> {
+    let before = problems.len();
+    let kind_name = source
+        .kind
+        .as_ref()
+        .map_or("synthetic", |k| k.get_ref().as_str());
+    let kind = match kind_name {
+        "synthetic" => Some(Kind::Synthetic),
+        "raw" => match &source.path {
+            Some(path) if !path.get_ref().is_empty() => Some(Kind::Raw {
+                path: PathBuf::from(path.get_ref()),
+            }),
+            Some(path) => {
+                problems.at(
+                    path,
+                    "source.path",
+                    "is empty: give a file of raw frames, or \"-\" for stdin",
+                );
+                None
+            }
+            None => {
+                problems.add(
+                    source.kind.as_ref().map(|k| k.span()),
+                    "source.path",
+                    "kind = \"raw\" needs path = a file of raw frames, or \"-\" for stdin",
+                );
+                None
+            }
+        },
+        "camera" => Some(Kind::Camera {
+            device: source
+                .device
+                .as_ref()
+                .map_or_else(|| DEFAULT_DEVICE.to_owned(), |d| d.get_ref().to_string()),
+            strict: source.strict.as_ref().is_some_and(|v| *v.get_ref()),
+        }),
+        other => {
+            problems.add(
+                source.kind.as_ref().map(|k| k.span()),
+                "source.kind",
+                format!("\"{other}\" is not one of: camera, synthetic, raw"),
+            );
+            None
+        }
+    };
+    let side =
+        |value: &Option<Spanned<i64>>, key: &str, default: u32, problems: &mut Problems<'_>| {
+            value.as_ref().map_or(Some(default), |v| {
+                in_range(v, key, 1..=i64::from(MAX_SIDE), problems).map(|v| v as u32)
+            })
+        };
+    let width = side(&source.width, "source.width", default_width(), problems);
+    let height = side(&source.height, "source.height", default_height(), problems);
+    let fps = match &source.fps {
+        Some(value) => {
+            let fps = *value.get_ref();
+            if fps.is_finite() && (0.001..=1000.0).contains(&fps) {
+                Some(fps)
+            } else {
+                problems.at(
+                    value,
+                    "source.fps",
+                    format!("{fps} is out of range; use 0.001 (one frame in 1000 s) to 1000"),
+                );
+                None
+            }
+        }
+        None => Some(default_fps()),
+    };
+    let pixel_format = match &source.pixel_format {
+        Some(value) => match PixelFormat::from_name(value.get_ref()) {
+            Some(format) => Some(format),
+            None => {
+                let names: Vec<&str> = PixelFormat::ALL.iter().map(|f| f.name()).collect();
+                problems.at(
+                    value,
+                    "source.pixel_format",
+                    format!(
+                        "\"{}\" is not one of: {}",
+                        value.get_ref(),
+                        names.join(", ")
+                    ),
+                );
+                None
+            }
+        },
+        // Cameras do MJPEG best (and it can be stored as it is).
+        None if kind_name == "camera" => Some(PixelFormat::Mjpeg),
+        None => Some(PixelFormat::Rgb),
+    };
+    if let (Some(format), Some(w), Some(h)) = (pixel_format, width, height) {
+        let span = source.pixel_format.as_ref().map(|v| v.span());
+        if format.needs_even_width() && w % 2 != 0 {
+            problems.add(
+                span.clone(),
+                "source.width",
+                format!("{format} needs an even width, got {w}"),
+            );
+        }
+        if format.needs_even_height() && h % 2 != 0 {
+            problems.add(
+                span,
+                "source.height",
+                format!("{format} needs an even height, got {h}"),
+            );
+        }
+    }
+    if let (Some(PixelFormat::Rgba), "camera") = (pixel_format, kind_name) {
+        problems.add(
+            source.pixel_format.as_ref().map(|v| v.span()),
+            "source.pixel_format",
+            "cameras do not deliver rgba: use mjpeg, yuyv, nv12, gray, gray16 or rgb",
+        );
+    }
+    if let (Some(path), "synthetic" | "camera") = (&source.path, kind_name) {
+        problems.at(
+            path,
+            "source.path",
+            "is only used by kind = \"raw\"; remove it or set kind = \"raw\"",
+        );
+    }
+    if problems.len() > before {
+        return None;
+    }
+    Some(source::Options {
+        kind: kind?,
+        width: width?,
+        height: height?,
+        fps: fps?,
+        pixel_format: pixel_format?,
+    })
+}
+
+/// `[ring]`.
+fn ring(ring: &RawRing, problems: &mut Problems<'_>) -> Option<ring::Options> {
+    let frames = ring
+        .frames
+        .as_ref()
+        .map_or(Some(default_ring_frames()), |v| {
+            in_range(v, "ring.frames", 1..=1024, problems).map(|v| v as usize)
+        });
+    let when_full = ring
+        .when_full
+        .as_ref()
+        .map_or(Some(Overflow::DropOldest), |v| {
+            one_of(v, "ring.when_full", &Overflow::ALL, problems)
+        });
+    Some(ring::Options {
+        frames: frames?,
+        when_full: when_full?,
+    })
+}
+
+/// `[snapshot]`: the schedule's `every`, and the encoders' options (their
+/// time zone and thread count are filled in from other sections).
+fn snapshot(
+    snapshot: &RawSnapshot,
+    problems: &mut Problems<'_>,
+) -> Option<(Every, encode::Options)> {
+    let every = match &snapshot.every {
+        Some(value) if value.get_ref() == "frame" => Some(Every::Frame),
+        Some(value) => match parse_duration(value.get_ref()) {
+            Ok(d) if d >= Duration::from_millis(1) => Some(Every::Interval(d)),
+            Ok(_) => {
+                problems.at(
+                    value,
+                    "snapshot.every",
+                    "must be at least 1ms, or \"frame\"",
+                );
+                None
+            }
+            Err(e) => {
+                problems.at(value, "snapshot.every", format!("{e}, or \"frame\""));
+                None
+            }
+        },
+        None => Some(default_every()),
+    };
+    let format = snapshot
+        .format
+        .as_ref()
+        .map_or(Some(ImageFormat::Jpeg), |v| {
+            one_of(
+                v,
+                "snapshot.format",
+                &[
+                    ("jpeg", ImageFormat::Jpeg),
+                    ("jpg", ImageFormat::Jpeg),
+                    ("png", ImageFormat::Png),
+                ],
+                problems,
+            )
+        });
+    let quality = snapshot
+        .quality
+        .as_ref()
+        .map_or(Some(default_quality()), |v| {
+            in_range(v, "snapshot.quality", 1..=100, problems).map(|v| v as u8)
+        });
+    let subsampling = match &snapshot.subsampling {
+        Some(value) => {
+            let text = value.get_ref().to_string();
+            let choice = Subsampling::ALL.into_iter().find(|(n, _)| *n == text);
+            if choice.is_none() {
+                problems.at(
+                    value,
+                    "snapshot.subsampling",
+                    format!("\"{text}\" is not one of: 444, 422, 420, gray"),
+                );
+            }
+            choice.map(|(_, s)| s)
+        }
+        None => Some(Subsampling::S420),
+    };
+    let compression = snapshot
+        .compression
+        .as_ref()
+        .map_or(Some(PngCompression::Fast), |v| {
+            one_of(
+                v,
+                "snapshot.compression",
+                &[
+                    ("fast", PngCompression::Fast),
+                    ("default", PngCompression::Default),
+                    ("best", PngCompression::Best),
+                ],
+                problems,
+            )
+        });
+    let passthrough = snapshot.passthrough.as_ref().is_none_or(|v| *v.get_ref());
+    Some((
+        every?,
+        encode::Options {
+            format: format?,
+            quality: quality?,
+            subsampling: subsampling?,
+            compression: compression?,
+            passthrough,
+            timezone: TimeZone::Utc,
+            threads: 1,
+        },
+    ))
+}
+
+/// `[output]`.
+fn output(output: &RawOutput, problems: &mut Problems<'_>) -> Option<store::Options> {
+    let dir = match &output.dir {
+        Some(value) if value.get_ref().trim().is_empty() => {
+            problems.at(
+                value,
+                "output.dir",
+                "is empty: give the directory to write into",
+            );
+            None
+        }
+        Some(value) => Some(PathBuf::from(value.get_ref())),
+        None => Some(PathBuf::from(DEFAULT_DIR)),
+    };
+    let name = match &output.name {
+        Some(value) => match Template::parse(value.get_ref()) {
+            Ok(t) => Some(t),
+            Err(e) => {
+                problems.at(value, "output.name", e.to_string());
+                None
+            }
+        },
+        None => Template::parse(DEFAULT_NAME).ok(),
+    };
+    let timezone = output.timezone.as_ref().map_or(Some(TimeZone::Utc), |v| {
+        one_of(
+            v,
+            "output.timezone",
+            &[("utc", TimeZone::Utc), ("local", TimeZone::Local)],
+            problems,
+        )
+    });
+    let fsync = output.fsync.as_ref().is_none_or(|v| *v.get_ref());
+    let manifest = output.manifest.as_ref().is_none_or(|v| *v.get_ref());
+    let file_mode = output
+        .file_mode
+        .as_ref()
+        .map_or(Some(default_file_mode()), |v| {
+            parse_mode(v, "output.file_mode", problems)
+        });
+    let dir_mode = output
+        .dir_mode
+        .as_ref()
+        .map_or(Some(default_dir_mode()), |v| {
+            parse_mode(v, "output.dir_mode", problems)
+        });
+    Some(store::Options {
+        dir: dir?,
+        name: name?,
+        timezone: timezone?,
+        fsync,
+        manifest,
+        file_mode: file_mode?,
+        dir_mode: dir_mode?,
+    })
+}
+
+/// `[retention]`: any subset of the limits.
+fn retention(retention: &RawRetention, problems: &mut Problems<'_>) -> Option<Quota> {
+    let before = problems.len();
+    let max_bytes = retention.max_bytes.as_ref().and_then(|v| {
+        let bytes = parse_size_value(v, "retention.max_bytes", problems)?;
+        if bytes == 0 {
+            problems.at(v, "retention.max_bytes", "must be more than 0");
+            return None;
+        }
+        Some(bytes)
+    });
+    let max_files = retention
+        .max_files
+        .as_ref()
+        .and_then(|v| in_range(v, "retention.max_files", 1..=i64::MAX, problems).map(|n| n as u64));
+    let max_age = retention
+        .max_age
+        .as_ref()
+        .and_then(|v| match parse_duration(v.get_ref()) {
+            Ok(d) if d >= Duration::from_secs(1) => Some(d),
+            Ok(_) => {
+                problems.at(v, "retention.max_age", "must be at least 1s");
+                None
+            }
+            Err(e) => {
+                problems.at(v, "retention.max_age", e);
+                None
+            }
+        });
+    let min_free = retention.min_free.as_ref().and_then(|v| {
+        if let StringOrInt::Str(text) = v.get_ref() {
+            if let Some(percent) = text.trim().strip_suffix('%') {
+                return match percent.trim().parse::<f64>() {
+                    Ok(p) if p > 0.0 && p < 100.0 => Some(MinFree::Percent(p)),
+                    _ => {
+                        problems.at(
+                            v,
+                            "retention.min_free",
+                            format!("\"{text}\" is not a percentage between 0% and 100%"),
+                        );
+                        None
+                    }
+                };
+            }
+        }
+        parse_size_value(v, "retention.min_free", problems).map(MinFree::Bytes)
+    });
+    (problems.len() == before).then_some(Quota {
+        max_bytes,
+        max_files,
+        max_age,
+        min_free,
+    })
+}
+
+/// `[encoder]`: the thread count (0 = one per core).
+fn encoder(encoder: &RawEncoder, problems: &mut Problems<'_>) -> Option<usize> {
+    match &encoder.threads {
+        Some(v) => in_range(v, "encoder.threads", 0..=256, problems).map(|v| v as usize),
+        None => Some(0),
+    }
+    .map(|t| {
+        if t == 0 {
+            std::thread::available_parallelism().map_or(1, |n| n.get())
+        } else {
+            t
+        }
+    })
+}
+
+/// A camera cannot wait for the encoders: `block` is for files only.
+fn ring_fits_source(
+    source: &source::Options,
+    ring: &ring::Options,
+    raw_ring: &RawRing,
+    problems: &mut Problems<'_>,
+) {
+    if ring.when_full == Overflow::Block && !matches!(source.kind, Kind::Raw { .. }) {
+        problems.add(
+            raw_ring.when_full.as_ref().map(|v| v.span()),
+            "ring.when_full",
+            "\"block\" is only for kind = \"raw\": a camera cannot wait; use \"drop-oldest\" or \"drop-newest\"",
+        );
+    }
+}
+
+/// JPEG holds neither 16-bit samples nor alpha.
+fn format_holds_source(
+    source: &source::Options,
+    format: ImageFormat,
+    raw_source: &RawSource,
+    raw_snapshot: &RawSnapshot,
+    problems: &mut Problems<'_>,
+) {
+    if format != ImageFormat::Jpeg {
+        return;
+    }
+    let span = raw_snapshot
+        .format
+        .as_ref()
+        .map(|v| v.span())
+        .or(raw_source.pixel_format.as_ref().map(|v| v.span()));
+    match source.pixel_format {
+        PixelFormat::Gray16 => problems.add(span, "snapshot.format", "JPEG holds 8 bits a sample and would lose the low byte of gray16: use format = \"png\""),
+        PixelFormat::Rgba => problems.add(span, "snapshot.format", "JPEG cannot hold the alpha channel of rgba: use format = \"png\", or pixel_format = \"rgb\""),
+        _ => {}
+    }
+}
+
+/// Every buffer is allocated up front: refuse a ring that cannot fit.
+fn ring_fits_memory(
+    source: &source::Options,
+    ring: &ring::Options,
+    threads: usize,
+    raw_ring: &RawRing,
+    problems: &mut Problems<'_>,
+) {
+    let frame = source.buffer_capacity() as u64;
+    let buffers = ring::buffer_count(ring.frames, threads) as u64;
+    if frame * buffers > ring::MAX_BYTES {
+        let (w, h, pf) = (source.width, source.height, source.pixel_format);
+        problems.add(
+            raw_ring.frames.as_ref().map(|v| v.span()),
+            "ring.frames",
+            format!(
+                "{buffers} buffers of {w}x{h} {pf} take {} MiB, more than the {} MiB allowed: lower ring.frames or the frame size",
+                (frame * buffers) >> 20,
+                ring::MAX_BYTES >> 20
+            ),
+        );
+    }
+}
+
+fn one_of<T: Copy>(
+    value: &Spanned<String>,
+    key: &str,
+    choices: &[(&str, T)],
+    problems: &mut Problems<'_>,
+) -> Option<T> {
+    let text = value.get_ref().as_str();
+    match choices.iter().find(|(name, _)| *name == text) {
+        Some((_, choice)) => Some(*choice),
+        None => {
+            let names: Vec<&str> = choices.iter().map(|(n, _)| *n).collect();
+            problems.at(
+                value,
+                key,
+                format!("\"{text}\" is not one of: {}", names.join(", ")),
+            );
+            None
+        }
+    }
+}
+
+fn in_range(
+    value: &Spanned<i64>,
+    key: &str,
+    range: RangeInclusive<i64>,
+    problems: &mut Problems<'_>,
+) -> Option<i64> {
+    let v = *value.get_ref();
+    if range.contains(&v) {
+        Some(v)
+    } else {
+        problems.at(
+            value,
+            key,
+            format!(
+                "{v} is out of range; use {} to {}",
+                range.start(),
+                range.end()
+            ),
+        );
+        None
+    }
+}
+
+/// A size such as `"50GiB"`, `"500 MB"` or a plain number of bytes.
+fn parse_size_value(
+    value: &Spanned<StringOrInt>,
+    key: &str,
+    problems: &mut Problems<'_>,
+) -> Option<u64> {
+    match value.get_ref() {
+        StringOrInt::Int(n) if *n >= 0 => Some(*n as u64),
+        StringOrInt::Int(n) => {
+            problems.at(value, key, format!("{n} is negative"));
+            None
+        }
+        StringOrInt::Str(text) => match parse_size::parse_size(text.trim()) {
+            Ok(bytes) => Some(bytes),
+            Err(e) => {
+                problems.at(
+                    value,
+                    key,
+                    format!("\"{text}\" is not a size such as \"50GiB\" or \"500MB\" ({e})"),
+                );
+                None
+            }
+        },
+    }
+}
+
+fn parse_mode(value: &Spanned<String>, key: &str, problems: &mut Problems<'_>) -> Option<u32> {
+    match u32::from_str_radix(value.get_ref(), 8) {
+        Ok(mode) if mode <= 0o777 => Some(mode),
+        _ => {
+            problems.at(
+                value,
+                key,
+                format!(
+                    "\"{}\" is not an octal permission such as \"0640\"",
+                    value.get_ref()
+                ),
+            );
+            None
+        }
+    }
+}
+
+/// Parses `"500ms"`, `"10s"`, `"5m"`, `"1h 30m"` (humantime's syntax).
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    humantime::parse_duration(text.trim()).map_err(|e| {
+        format!("\"{text}\" is not a duration such as \"500ms\", \"10s\" or \"5m\" ({e})")
+    })
+}

@@ -1,0 +1,290 @@
+//! The supervisor: the one place that knows every stage. It wires them from
+//! [`Settings`], starts their threads, turns [`Control`] messages (from
+//! [`signals`]) into actions, stops and drains, and reports.
+//!
+//! Start-up, in order:
+//! 1. open the store (create `output.dir`, take the lock, sweep temp files,
+//!    find the next sequence number), handing each file found to
+//!    retention's index when a quota is kept;
+//! 2. build the ring (every frame buffer allocated here, once);
+//! 3. start the retention thread, the encoder workers (each encoding into
+//!    its own sink), then the capture thread, which opens the source;
+//! 4. tell systemd READY=1.
+//!
+//! Shutdown, in order:
+//! 1. a stop (TERM/INT, `--duration`, `--frames`, end of input) sets the
+//!    stop flag; capture finishes its frame and returns, which closes the ring;
+//! 2. the workers drain every queued frame to disk and exit; retention
+//!    ends after them;
+//! 3. `thread::scope` joins them; the manifest is synced; the summary is
+//!    logged. A second TERM/INT exits at once (code 130): every file on disk
+//!    is still whole, and temp files are swept at the next start.
+
+pub mod signals;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use crossbeam_channel::Receiver;
+
+use crate::capture::{Capture, Flags};
+use crate::config::Settings;
+use crate::encode::{run_worker, Encoder};
+use crate::retention::{self, index::Index, Retention};
+use crate::ring::ring;
+use crate::schedule::Schedule;
+use crate::sink::Sink;
+use crate::source::{Source, SourceError};
+use crate::stats::{Stats, Summary};
+use crate::store::{Found, Owned, Store, Visitor, EXTENSIONS};
+
+pub use signals::forward_signals;
+
+/// What signals (or tests) ask the supervisor to do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Control {
+    /// Stop capturing, drain every captured frame to disk, exit 0.
+    Stop,
+    /// Reload the config (not supported yet: logged and ignored).
+    Reload,
+    /// Keep the next frame, whatever the schedule.
+    Snapshot,
+}
+
+/// When to end a run besides a stop signal or the end of input.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Limits {
+    /// Stop once this many files are written.
+    pub frames: Option<u64>,
+    /// Stop after this long.
+    pub duration: Option<Duration>,
+}
+
+/// Sets a flag when dropped (also while unwinding).
+struct SetOnDrop<'a>(&'a AtomicBool);
+
+impl Drop for SetOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+}
+
+/// Sets `failed` if the thread holding it panics, so the supervisor stops.
+struct PanicGuard<'a>(&'a AtomicBool);
+
+impl Drop for PanicGuard<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.0.store(true, Ordering::SeqCst);
+        }
+    }
+}
+
+/// Records until stopped; returns the run's counters. Errors are setup
+/// failures, or a source or thread that died (exit code 1). `open_source`
+/// runs on the capture thread: a camera must stay on the thread that
+/// opened it.
+pub fn run(
+    settings: &Settings,
+    open_source: impl FnOnce() -> Result<Source, SourceError> + Send,
+    control_rx: &Receiver<Control>,
+    limits: Limits,
+) -> anyhow::Result<Summary> {
+    let (store, found, index) = open_store(settings)?;
+    let next_seq = found.next_seq();
+    tracing::info!(
+        camera = %settings.camera,
+        source = settings.source.kind.name(),
+        dir = %store.dir().display(),
+        existing_files = found.files,
+        next_seq,
+        swept_temp_files = found.swept,
+        "recording"
+    );
+    let encode = &settings.encode;
+    let input = settings.source.pixel_format;
+    // Fail before starting anything if the encoder cannot be set up.
+    Encoder::new(encode, input).context("cannot set up the encoder")?;
+    let (producer, consumer) = ring(
+        &settings.ring,
+        encode.threads,
+        settings.source.buffer_capacity(),
+    );
+    let stats = Stats::new();
+    let flags = Flags::default();
+    let capture_done = AtomicBool::new(false);
+    let (retention_handle, requests) = Retention::channel();
+    let retention_handle = index.is_some().then_some(retention_handle);
+
+    let capture_result = std::thread::scope(|scope| -> anyhow::Result<()> {
+        let mut helpers = Vec::with_capacity(encode.threads + 1);
+        if let Some(index) = index {
+            let retention = Retention::new(
+                store.dir(),
+                settings.retention,
+                index,
+                settings.output.name.matcher(&settings.camera, &EXTENSIONS),
+                settings.output.name.depth(),
+                &stats,
+            );
+            let failed = &flags.failed;
+            let handle = std::thread::Builder::new()
+                .name("retention".into())
+                .spawn_scoped(scope, move || {
+                    let _guard = PanicGuard(failed);
+                    retention.run(requests);
+                })
+                .context("cannot start the retention thread")?;
+            helpers.push(handle);
+        } else {
+            drop(requests);
+        }
+        for k in 0..encode.threads {
+            let consumer = consumer.clone();
+            let mut sink = Sink::new(&store, &stats, retention_handle.clone());
+            let (stats, flags) = (&stats, &flags);
+            let handle = std::thread::Builder::new()
+                .name(format!("encoder-{k}"))
+                .spawn_scoped(scope, move || {
+                    let _guard = PanicGuard(&flags.failed);
+                    let worker =
+                        run_worker(consumer, encode, input, stats, |frame, format, parts| {
+                            sink.deliver(frame, format, parts)
+                        });
+                    if let Err(e) = worker {
+                        tracing::error!(error = %e, "cannot set up an encoder");
+                        flags.failed.store(true, Ordering::SeqCst);
+                    }
+                })
+                .context("cannot start an encoder thread")?;
+            helpers.push(handle);
+        }
+        drop(consumer);
+        // The workers hold the only handles now: retention ends after them.
+        drop(retention_handle);
+        let capture = std::thread::Builder::new()
+            .name("capture".into())
+            .spawn_scoped(scope, || {
+                let _guard = PanicGuard(&flags.failed);
+                // Set however capture ends, a panic included, so the
+                // supervisor never waits for a thread that is gone.
+                let _done = SetOnDrop(&capture_done);
+                let source = open_source().inspect_err(|_| {
+                    flags.failed.store(true, Ordering::SeqCst);
+                })?;
+                Capture {
+                    source,
+                    producer,
+                    schedule: Schedule::new(settings.every),
+                    stats: &stats,
+                    flags: &flags,
+                    next_seq,
+                    frames_limit: limits.frames,
+                }
+                .run()
+            })
+            .context("cannot start the capture thread")?;
+        let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
+        supervise(&flags, &capture_done, control_rx, limits);
+        let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
+        let result = match capture.join() {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(anyhow::Error::new(e).context("capture failed")),
+            Err(_) => Err(anyhow::anyhow!("the capture thread panicked")),
+        };
+        // Join the rest here, so a panic in one is an error, not a re-raise.
+        for helper in helpers {
+            if helper.join().is_err() {
+                flags.failed.store(true, Ordering::SeqCst);
+            }
+        }
+        result
+    });
+    if let Err(e) = store.finish() {
+        tracing::warn!(error = %e, "cannot sync the manifest");
+    }
+    let summary = stats.summary();
+    tracing::info!("{summary}");
+    capture_result?;
+    if flags.failed.load(Ordering::SeqCst) {
+        anyhow::bail!("a recording thread failed; see the log above");
+    }
+    Ok(summary)
+}
+
+/// Opens the store. With a quota, the start-up scan also fills retention's
+/// index, which is returned ready for the retention thread.
+fn open_store(settings: &Settings) -> anyhow::Result<(Store, Found, Option<Index>)> {
+    let quota = settings.retention;
+    if quota.is_empty() {
+        let (store, found) = Store::open(&settings.camera, &settings.output, None)?;
+        return Ok((store, found, None));
+    }
+    let mut index = Index::new(&settings.output.name, &settings.camera);
+    let scan_started = Instant::now();
+    let mut visit = |owned: Owned<'_>| {
+        index.insert_unsorted(owned.seq, owned.relative, owned.bytes, owned.mtime)
+    };
+    let visitor = Visitor {
+        stat: quota.needs_file_facts(),
+        visit: &mut visit,
+    };
+    let (store, found) = Store::open(&settings.camera, &settings.output, Some(visitor))?;
+    index.finish_scan();
+    let usage = index.usage();
+    tracing::info!(
+        files = usage.files,
+        mib = usage.bytes >> 20,
+        scan_ms = scan_started.elapsed().as_millis() as u64,
+        index_kib = index.memory() >> 10,
+        "retention: indexed the files on disk"
+    );
+    retention::warn_about_quota(&quota, store.dir(), usage.bytes);
+    Ok((store, found, Some(index)))
+}
+
+/// Waits for a reason to stop, then sets the stop flag and returns once
+/// capture has ended.
+fn supervise(
+    flags: &Flags,
+    capture_done: &AtomicBool,
+    control_rx: &Receiver<Control>,
+    limits: Limits,
+) {
+    let started = Instant::now();
+    let deadline = limits.duration.map(|d| started + d);
+    let mut stopping = false;
+    while !capture_done.load(Ordering::SeqCst) {
+        let wait = match deadline {
+            Some(d) if !stopping => d
+                .saturating_duration_since(Instant::now())
+                .min(Duration::from_millis(100)),
+            _ => Duration::from_millis(100),
+        };
+        match control_rx.recv_timeout(wait) {
+            Ok(Control::Stop) if !stopping => {
+                tracing::info!("stop requested; finishing captured frames");
+                stopping = true;
+            }
+            Ok(Control::Stop) => {}
+            Ok(Control::Reload) => {
+                tracing::warn!(
+                    "reloading the config is not supported yet; restart framerec to apply changes"
+                )
+            }
+            Ok(Control::Snapshot) => flags.snapshot.store(true, Ordering::SeqCst),
+            Err(_) => {}
+        }
+        if deadline.is_some_and(|d| Instant::now() >= d) && !stopping {
+            tracing::info!("duration reached; finishing captured frames");
+            stopping = true;
+        }
+        if flags.failed.load(Ordering::SeqCst) {
+            stopping = true;
+        }
+        if stopping {
+            flags.stop.store(true, Ordering::SeqCst);
+        }
+    }
+}
