@@ -30,16 +30,16 @@
 //! messages. Dependencies point one way: main → daemon and config → stages
 //! → frame; no stage imports config or daemon.
 
-pub mod capture;
+mod capture;
 pub mod config;
-pub mod convert;
+mod convert;
 pub mod daemon;
-pub mod encode;
+mod encode;
 pub mod frame;
 pub mod retention;
-pub mod ring;
-pub mod schedule;
-pub mod sink;
+mod ring;
+mod schedule;
+mod sink;
 pub mod source;
-pub mod stats;
+mod stats;
 pub mod store;

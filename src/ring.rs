@@ -198,15 +198,6 @@ impl Consumer {
         let _ = self.free_tx.try_send(frame);
     }
 
-    /// Frames waiting to be encoded.
-    pub fn len(&self) -> usize {
-        self.filled_rx.len()
-    }
-
-    /// Whether no frame is waiting.
-    pub fn is_empty(&self) -> bool {
-        self.filled_rx.is_empty()
-    }
 }
 
 #[cfg(test)]
@@ -287,7 +278,7 @@ mod tests {
                         prop_assert_eq!(got, model.pop_front());
                     }
                 }
-                prop_assert_eq!(consumer.len(), model.len());
+                prop_assert_eq!(consumer.filled_rx.len(), model.len());
             }
             prop_assert_eq!(dropped_ring, dropped_model);
         }

@@ -1,9 +1,7 @@
 //! The command line: `check`, bad configs (exit 78 with every problem and
 //! its line), and what `run` says when it cannot start.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 
 fn check(env: &Env, text: &str) -> std::process::Output {
     let path = env.input("bad.toml", text.as_bytes());

@@ -1,9 +1,7 @@
 //! Runtime faults: a full disk and I/O errors are counted, logged and
 //! survived, and never leave a partial or temp file behind.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use std::path::PathBuf;
 use std::process::Command;
 

@@ -1,9 +1,7 @@
 //! Pixels in, files out: every input pixel format through the raw source,
 //! decoded again by Pillow (and exiftool for metadata), as a user would.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use std::path::PathBuf;
 
 const W: usize = 64;

@@ -1,9 +1,7 @@
 //! The recorder over time: numbering across restarts, stopping by signal,
 //! crashes at random moments, the lock, and the time limits.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use std::collections::HashSet;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};

@@ -1,8 +1,6 @@
 //! What ships beside the binary: the example config and the systemd unit.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use std::process::Command;
 
 #[test]

@@ -2,9 +2,7 @@
 //! newest files survive, foreign files are never touched, quotas hold across
 //! restarts, changes made by others are seen, and a full disk is handled.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant, SystemTime};

@@ -288,3 +288,97 @@ fn supervise(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::encode::{self, PngCompression, Subsampling};
+    use crate::frame::{ImageFormat, PixelFormat, TimeZone};
+    use crate::retention::Quota;
+    use crate::ring::Overflow;
+    use crate::schedule::Every;
+    use crate::source::{self, Kind};
+    use crate::store::naming::Template;
+    use crate::{ring, store};
+
+    /// Settings built from the stages' options, without any TOML.
+    fn settings(dir: &std::path::Path) -> Settings {
+        Settings {
+            camera: "lab".into(),
+            source: source::Options {
+                kind: Kind::Synthetic,
+                width: 64,
+                height: 48,
+                fps: 50.0,
+                pixel_format: PixelFormat::Gray,
+            },
+            ring: ring::Options {
+                frames: 64,
+                when_full: Overflow::DropNewest,
+            },
+            every: Every::Frame,
+            encode: encode::Options {
+                format: ImageFormat::Png,
+                quality: 90,
+                subsampling: Subsampling::S420,
+                compression: PngCompression::Fast,
+                passthrough: false,
+                timezone: TimeZone::Utc,
+                threads: 2,
+            },
+            output: store::Options {
+                dir: dir.to_owned(),
+                name: Template::parse("{camera}-{seq:6}.{ext}").unwrap(),
+                timezone: TimeZone::Utc,
+                fsync: false,
+                manifest: true,
+                file_mode: 0o640,
+                dir_mode: 0o750,
+            },
+            retention: Quota::default(),
+        }
+    }
+
+    /// Records the synthetic source in-process until a `Control::Stop`;
+    /// every frame picked is on disk, numbered from 1, once each.
+    #[test]
+    fn runs_in_process_until_stopped_and_drains_every_frame() {
+        let root = tempfile::tempdir().unwrap();
+        let settings = settings(root.path());
+        let (control_tx, control_rx) = crossbeam_channel::bounded(4);
+        let stopper = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(400));
+            control_tx.send(Control::Stop).unwrap();
+        });
+        let open = || Source::open(&settings.source, settings.encode.format);
+        let summary = run(&settings, open, &control_rx, Limits::default()).unwrap();
+        stopper.join().unwrap();
+
+        assert!(summary.written >= 5, "{summary}");
+        let dropped: u64 = summary.dropped.iter().map(|(_, n)| n).sum();
+        assert_eq!(summary.picked, summary.written + dropped, "{summary}");
+        let mut seqs: Vec<u64> = std::fs::read_dir(root.path())
+            .unwrap()
+            .filter_map(|e| {
+                let name = e.unwrap().file_name().into_string().unwrap();
+                name.strip_prefix("lab-")?.strip_suffix(".png")?.parse().ok()
+            })
+            .collect();
+        seqs.sort_unstable();
+        assert_eq!(seqs.len() as u64, summary.written);
+        assert_eq!(seqs.first(), Some(&1));
+        let manifest = std::fs::read_to_string(root.path().join("manifest.jsonl")).unwrap();
+        assert_eq!(manifest.lines().count() as u64, summary.written);
+
+        // A second run goes on after the highest number.
+        let limits = Limits {
+            frames: Some(2),
+            duration: None,
+        };
+        let open = || Source::open(&settings.source, settings.encode.format);
+        let again = run(&settings, open, &control_rx, limits).unwrap();
+        assert_eq!(again.written, 2, "{again}");
+        let next = format!("lab-{:06}.png", seqs.last().unwrap() + 1);
+        assert!(root.path().join(&next).exists(), "{next} was not written");
+    }
+}

@@ -6,10 +6,10 @@
 //! with its capture time; it never allocates per frame once the buffer has
 //! grown to the frame size.
 
-pub mod camera;
-pub mod mjpeg;
-pub mod raw;
-pub mod synthetic;
+pub(crate) mod camera;
+pub(crate) mod mjpeg;
+mod raw;
+mod synthetic;
 pub mod v4l2;
 
 use std::path::PathBuf;
@@ -17,7 +17,7 @@ use std::sync::atomic::AtomicBool;
 
 use crate::frame::{Frame, ImageFormat, PixelFormat};
 
-pub use raw::Raw;
+use raw::Raw;
 pub use synthetic::Synthetic;
 
 /// Which source to open (`source.kind` and what goes with it).

@@ -9,9 +9,9 @@
 //! thread has a [`write::Writer`] that renders names ([`naming`]) and writes
 //! files durably; the [`manifest`] gets a line per file once it is durable.
 
-pub mod manifest;
+pub(crate) mod manifest;
 pub mod naming;
-pub mod write;
+pub(crate) mod write;
 
 use std::fs::{self, File};
 use std::io;

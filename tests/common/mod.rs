@@ -1,6 +1,5 @@
 //! Test harness: runs the framerec binary in a temp dir and reads what it
 //! wrote with independent tools (Pillow, exiftool), as a user would.
-#![allow(dead_code)] // each test file uses a different part of the harness
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
