@@ -1,6 +1,6 @@
 //! The data that moves between stages: [`Frame`] (source → ring → encoder),
 //! the encoded file's parts (`encode::Parts`, encoder → store on the same
-//! thread) and [`WrittenFile`] (store → retention).
+//! thread) and `WrittenFile` (store → retention).
 //!
 //! A `Frame` owns a buffer that is allocated once by the ring and reused for
 //! the whole run: sources fill it in place, encoders read it and hand it back.
@@ -35,7 +35,7 @@ pub enum PixelFormat {
 
 impl PixelFormat {
     /// Every format, in the order the config reference lists them.
-    pub const ALL: [PixelFormat; 7] = [
+    pub(crate) const ALL: [PixelFormat; 7] = [
         PixelFormat::Rgb,
         PixelFormat::Rgba,
         PixelFormat::Gray,
@@ -46,7 +46,7 @@ impl PixelFormat {
     ];
 
     /// The name used in config files and the manifest.
-    pub const fn name(self) -> &'static str {
+    pub(crate) const fn name(self) -> &'static str {
         match self {
             PixelFormat::Rgb => "rgb",
             PixelFormat::Rgba => "rgba",
@@ -59,13 +59,13 @@ impl PixelFormat {
     }
 
     /// Parses a config name (`"rgb"`, `"nv12"`, ...).
-    pub fn from_name(name: &str) -> Option<PixelFormat> {
+    pub(crate) fn from_name(name: &str) -> Option<PixelFormat> {
         PixelFormat::ALL.into_iter().find(|f| f.name() == name)
     }
 
     /// The size in bytes of one `width`×`height` frame, or `None` for MJPEG,
     /// whose frames vary in size.
-    pub const fn frame_len(self, width: u32, height: u32) -> Option<usize> {
+    pub(crate) const fn frame_len(self, width: u32, height: u32) -> Option<usize> {
         let pixels = width as usize * height as usize;
         match self {
             PixelFormat::Rgb => Some(pixels * 3),
@@ -80,7 +80,7 @@ impl PixelFormat {
     /// The buffer size to preallocate for `width`×`height` frames. MJPEG
     /// frames vary; a quarter of RGB covers typical camera JPEGs and the
     /// buffer grows once if a frame is bigger.
-    pub const fn buffer_capacity(self, width: u32, height: u32) -> usize {
+    pub(crate) const fn buffer_capacity(self, width: u32, height: u32) -> usize {
         match self.frame_len(width, height) {
             Some(len) => len,
             None => width as usize * height as usize * 3 / 4,
@@ -89,12 +89,12 @@ impl PixelFormat {
 
     /// Whether frames in this format must have an even width (and, for NV12,
     /// an even height) because chroma is shared between pixels.
-    pub const fn needs_even_width(self) -> bool {
+    pub(crate) const fn needs_even_width(self) -> bool {
         matches!(self, PixelFormat::Yuyv | PixelFormat::Nv12)
     }
 
     /// Whether frames in this format must have an even height.
-    pub const fn needs_even_height(self) -> bool {
+    pub(crate) const fn needs_even_height(self) -> bool {
         matches!(self, PixelFormat::Nv12)
     }
 }
@@ -114,7 +114,7 @@ pub enum ImageFormat {
 
 impl ImageFormat {
     /// The name used in config files and the manifest.
-    pub const fn name(self) -> &'static str {
+    pub(crate) const fn name(self) -> &'static str {
         match self {
             ImageFormat::Jpeg => "jpeg",
             ImageFormat::Png => "png",
@@ -122,7 +122,7 @@ impl ImageFormat {
     }
 
     /// The file extension (`{ext}` in the name template).
-    pub const fn extension(self) -> &'static str {
+    pub(crate) const fn extension(self) -> &'static str {
         match self {
             ImageFormat::Jpeg => "jpg",
             ImageFormat::Png => "png",
@@ -145,7 +145,7 @@ pub enum TimeZone {
 }
 
 impl TimeZone {
-    pub const fn name(self) -> &'static str {
+    pub(crate) const fn name(self) -> &'static str {
         match self {
             TimeZone::Utc => "utc",
             TimeZone::Local => "local",
@@ -186,7 +186,7 @@ impl Frame {
 
 /// A file that is durable under its final name.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct WrittenFile {
+pub(crate) struct WrittenFile {
     pub seq: u64,
     pub path: PathBuf,
     pub len: u64,

@@ -5,15 +5,15 @@
 //! 1. [`source`] fills a reusable frame buffer and stamps its capture time
 //!    (a V4L2 camera, the synthetic test pattern, raw frames from a file or
 //!    stdin), on the capture thread.
-//! 2. [`capture`] runs that thread: it asks the [`schedule`] whether the
+//! 2. `capture` runs that thread: it asks the `schedule` whether the
 //!    frame becomes a snapshot, gives each one its sequence number, and
 //!    pushes it into the ring.
-//! 3. [`ring`] queues picked frames for the encoders: bounded, its buffers
+//! 3. `ring` queues picked frames for the encoders: bounded, its buffers
 //!    allocated once, with a named overflow policy.
-//! 4. [`encode`] turns frames into JPEG (libjpeg-turbo), PNG, or stores a
+//! 4. `encode` turns frames into JPEG (libjpeg-turbo), PNG, or stores a
 //!    camera's own JPEG, with the capture time in the file, on a pool of
 //!    worker threads.
-//! 5. [`sink`], on the same worker, hands the encoded file to the store
+//! 5. `sink`, on the same worker, hands the encoded file to the store
 //!    (with room made by retention when the disk is full) and tells
 //!    retention it exists.
 //! 6. [`store`] names the file from the template and writes it durably
@@ -22,8 +22,8 @@
 //! 7. [`retention`] deletes the oldest files to keep the quota, on its own
 //!    thread.
 //!
-//! Around them: [`frame`] holds the types passed between stages, [`convert`]
-//! the pixel conversions, [`stats`] the counters every stage adds to.
+//! Around them: [`frame`] holds the types passed between stages, `convert`
+//! the pixel conversions, `stats` the counters every stage adds to.
 //! [`config`] turns TOML into [`config::Settings`], built from each stage's
 //! own options type; [`daemon`] (the supervisor) wires the stages from it,
 //! starts and joins their threads, and turns signals into control

@@ -197,7 +197,6 @@ impl Consumer {
         // Room for every buffer; if capture is gone the buffer is simply freed.
         let _ = self.free_tx.try_send(frame);
     }
-
 }
 
 #[cfg(test)]

@@ -1,6 +1,6 @@
 //! The sink: the step after encoding, on the same worker thread. It writes
 //! an encoded file durably through the [`store`](crate::store) (which also
-//! appends its manifest line), asks [`retention`](crate::retention) for
+//! appends its manifest line), asks [`retention`] for
 //! room and tries once more when a write finds the disk full and a quota
 //! lets files go, and tells retention of every file that became durable.
 //!

@@ -117,7 +117,8 @@ fn find_cycle(graph: &Graph) -> Option<Vec<String>> {
 
 #[test]
 fn the_reader_finds_the_edges_it_should() {
-    let text = "use crate::frame::Frame;\nuse crate::{encode::{self, X}, ring, store::naming::T};\n\
+    let text =
+        "use crate::frame::Frame;\nuse crate::{encode::{self, X}, ring, store::naming::T};\n\
                 // crate::daemon in a comment\nlet x = crate::stats::Chain(e);\n\
                 #[cfg(test)]\nmod tests { use crate::config::Settings; }\n";
     let found: Vec<String> = named_modules(text).into_iter().collect();
@@ -125,7 +126,10 @@ fn the_reader_finds_the_edges_it_should() {
     let mut cyclic = Graph::new();
     cyclic.entry("a".into()).or_default().insert("b".into());
     cyclic.entry("b".into()).or_default().insert("a".into());
-    assert_eq!(find_cycle(&cyclic), Some(vec!["a".into(), "b".into(), "a".into()]));
+    assert_eq!(
+        find_cycle(&cyclic),
+        Some(vec!["a".into(), "b".into(), "a".into()])
+    );
 }
 
 #[test]

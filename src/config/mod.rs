@@ -1,6 +1,6 @@
-//! Configuration: TOML text → raw serde structs ([`raw`]) → validated
-//! [`Settings`] ([`validate`]), built from each stage's own options type;
-//! [`print`] shows them back as `framerec check` prints them. No stage
+//! Configuration: TOML text → raw serde structs (`raw`) → validated
+//! [`Settings`] (`validate`), built from each stage's own options type;
+//! `print` shows them back as `framerec check` prints them. No stage
 //! imports this module: only the wiring (main and the supervisor) does.
 //!
 //! [`Settings::from_toml`] reports *every* problem it can find at once, each
@@ -22,7 +22,7 @@ use crate::retention::Quota;
 use crate::schedule::Every;
 use crate::{encode, ring, source, store};
 
-pub use validate::{parse_duration, DEFAULT_CAMERA, DEFAULT_DEVICE, DEFAULT_DIR, DEFAULT_NAME};
+pub use validate::parse_duration;
 
 /// Everything framerec needs to record, validated: each stage's options.
 #[derive(Clone, Debug)]

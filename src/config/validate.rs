@@ -47,13 +47,13 @@ const fn default_dir_mode() -> u32 {
     0o750
 }
 /// The default `output.name`.
-pub const DEFAULT_NAME: &str = "{camera}/{time:%Y-%m-%d}/{camera}-{seq}.{ext}";
+pub(crate) const DEFAULT_NAME: &str = "{camera}/{time:%Y-%m-%d}/{camera}-{seq}.{ext}";
 /// The default `camera`.
-pub const DEFAULT_CAMERA: &str = "cam0";
+pub(crate) const DEFAULT_CAMERA: &str = "cam0";
 /// The default `source.device`.
-pub const DEFAULT_DEVICE: &str = "/dev/video0";
+pub(crate) const DEFAULT_DEVICE: &str = "/dev/video0";
 /// The default `output.dir`.
-pub const DEFAULT_DIR: &str = "./frames";
+pub(crate) const DEFAULT_DIR: &str = "./frames";
 
 /// Validates every section, then the checks across sections. `None` if
 /// anything is wrong (the problems say what).

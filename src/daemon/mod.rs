@@ -361,7 +361,10 @@ mod tests {
             .unwrap()
             .filter_map(|e| {
                 let name = e.unwrap().file_name().into_string().unwrap();
-                name.strip_prefix("lab-")?.strip_suffix(".png")?.parse().ok()
+                name.strip_prefix("lab-")?
+                    .strip_suffix(".png")?
+                    .parse()
+                    .ok()
             })
             .collect();
         seqs.sort_unstable();

@@ -86,7 +86,7 @@ impl Index {
     }
 
     /// A new, empty index for the same template and camera.
-    pub fn empty_like(&self) -> Index {
+    pub(crate) fn empty_like(&self) -> Index {
         Index::new(&self.template, &self.camera)
     }
 
@@ -279,13 +279,13 @@ impl Index {
     }
 
     /// Whether the live file `seq` at `path` is in the index.
-    pub fn contains(&self, seq: u64, path: &str) -> bool {
+    pub(crate) fn contains(&self, seq: u64, path: &str) -> bool {
         self.find(seq, path).is_some_and(|i| self.entries[i].live)
     }
 
     /// Marks the file `seq` at `path` as gone (deleted or moved away by
     /// someone else). Returns whether it was known.
-    pub fn remove(&mut self, seq: u64, path: &str) -> bool {
+    pub(crate) fn remove(&mut self, seq: u64, path: &str) -> bool {
         let Some(i) = self.find(seq, path) else {
             return false;
         };

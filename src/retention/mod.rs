@@ -41,7 +41,7 @@ const RESCAN_DELAY: Duration = Duration::from_secs(2);
 
 /// What the encoders tell the retention thread.
 #[derive(Debug)]
-pub enum Request {
+pub(crate) enum Request {
     /// A file is durable.
     Written(WrittenFile),
     /// A write found the disk full: free at least this many bytes, then answer.
@@ -50,20 +50,20 @@ pub enum Request {
 
 /// The encoders' handle on the retention thread.
 #[derive(Clone)]
-pub struct Handle {
+pub(crate) struct Handle {
     tx: Sender<Request>,
 }
 
 impl Handle {
     /// Tells retention about a written file (never blocks: if the queue is
     /// full, the next rescan finds the file).
-    pub fn written(&self, file: WrittenFile) {
+    pub(crate) fn written(&self, file: WrittenFile) {
         let _ = self.tx.try_send(Request::Written(file));
     }
 
     /// Asks for `bytes` of room and waits (up to a few seconds) for the
     /// answer: true if anything was deleted.
-    pub fn make_room(&self, bytes: u64) -> bool {
+    pub(crate) fn make_room(&self, bytes: u64) -> bool {
         let (reply, answer) = bounded(1);
         if self
             .tx
@@ -79,7 +79,7 @@ impl Handle {
 }
 
 /// Space on the filesystem holding `dir`.
-pub fn space_of(dir: &Path) -> Option<Space> {
+pub(crate) fn space_of(dir: &Path) -> Option<Space> {
     let st = rustix::fs::statvfs(dir).ok()?;
     Some(Space {
         available: st.f_bavail.saturating_mul(st.f_frsize),
@@ -89,7 +89,7 @@ pub fn space_of(dir: &Path) -> Option<Space> {
 
 /// Logs the quotas that the filesystem makes impossible or meaningless.
 /// `ours` is the bytes of framerec's files already there.
-pub fn warn_about_quota(quota: &Quota, dir: &Path, ours: u64) {
+pub(crate) fn warn_about_quota(quota: &Quota, dir: &Path, ours: u64) {
     let Some(space) = space_of(dir) else { return };
     if let Some(max_bytes) = quota.max_bytes {
         if max_bytes > space.total {
@@ -124,7 +124,7 @@ pub fn warn_about_quota(quota: &Quota, dir: &Path, ours: u64) {
 }
 
 /// The retention thread's state.
-pub struct Retention<'a> {
+pub(crate) struct Retention<'a> {
     root: PathBuf,
     quota: Quota,
     index: Index,
@@ -141,7 +141,7 @@ pub struct Retention<'a> {
 }
 
 impl<'a> Retention<'a> {
-    pub fn new(
+    pub(crate) fn new(
         root: &Path,
         quota: Quota,
         index: Index,
@@ -165,7 +165,7 @@ impl<'a> Retention<'a> {
     }
 
     /// The channel the encoders send on, and the receiving end for `run`.
-    pub fn channel() -> (Handle, Receiver<Request>) {
+    pub(crate) fn channel() -> (Handle, Receiver<Request>) {
         let (tx, rx) = bounded(1024);
         (Handle { tx }, rx)
     }
@@ -180,7 +180,7 @@ impl<'a> Retention<'a> {
     }
 
     /// Runs until every [`Handle`] is dropped (the encoders are done).
-    pub fn run(mut self, requests: Receiver<Request>) {
+    pub(crate) fn run(mut self, requests: Receiver<Request>) {
         let (event_tx, events) = bounded::<notify::Result<notify::Event>>(4096);
         let watcher = notify::recommended_watcher(event_tx).and_then(|mut w| {
             w.watch(&self.root, RecursiveMode::Recursive)?;

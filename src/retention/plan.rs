@@ -14,7 +14,7 @@ pub enum MinFree {
 
 impl MinFree {
     /// The floor in bytes for a filesystem of `total` bytes.
-    pub fn bytes(self, total: u64) -> u64 {
+    pub(crate) fn bytes(self, total: u64) -> u64 {
         match self {
             MinFree::Bytes(b) => b,
             MinFree::Percent(p) => (total as f64 * p / 100.0).ceil() as u64,
@@ -32,12 +32,12 @@ pub struct Quota {
 }
 
 impl Quota {
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         *self == Quota::default()
     }
 
     /// Whether files' sizes and times matter (only `max_files` does without).
-    pub fn needs_file_facts(&self) -> bool {
+    pub(crate) fn needs_file_facts(&self) -> bool {
         self.max_bytes.is_some() || self.max_age.is_some() || self.min_free.is_some()
     }
 }
@@ -78,7 +78,7 @@ pub enum Reason {
 }
 
 impl Reason {
-    pub const fn name(self) -> &'static str {
+    pub(crate) const fn name(self) -> &'static str {
         match self {
             Reason::MaxFiles => "max_files",
             Reason::MaxBytes => "max_bytes",

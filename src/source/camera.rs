@@ -19,9 +19,9 @@ use crate::frame::{Frame, PixelFormat};
 
 /// The first wait before trying a missing camera again; it doubles up to
 /// [`MAX_BACKOFF`].
-pub const FIRST_BACKOFF: Duration = Duration::from_millis(500);
+pub(crate) const FIRST_BACKOFF: Duration = Duration::from_millis(500);
 /// The longest wait between two tries.
-pub const MAX_BACKOFF: Duration = Duration::from_secs(30);
+pub(crate) const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
 /// A pixel format as a camera offers it (a V4L2 FourCC).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -38,7 +38,7 @@ pub enum CamFormat {
 }
 
 impl CamFormat {
-    pub const ALL: [CamFormat; 6] = [
+    pub(crate) const ALL: [CamFormat; 6] = [
         CamFormat::Mjpeg,
         CamFormat::Yuyv,
         CamFormat::Nv12,
@@ -48,7 +48,7 @@ impl CamFormat {
     ];
 
     /// The V4L2 FourCC.
-    pub const fn fourcc(self) -> [u8; 4] {
+    pub(crate) const fn fourcc(self) -> [u8; 4] {
         match self {
             CamFormat::Mjpeg => *b"MJPG",
             CamFormat::Yuyv => *b"YUYV",
@@ -59,12 +59,12 @@ impl CamFormat {
         }
     }
 
-    pub fn from_fourcc(code: [u8; 4]) -> Option<CamFormat> {
+    pub(crate) fn from_fourcc(code: [u8; 4]) -> Option<CamFormat> {
         CamFormat::ALL.into_iter().find(|f| f.fourcc() == code)
     }
 
     /// The pipeline's pixel format for frames in this format.
-    pub const fn pixel_format(self) -> PixelFormat {
+    pub(crate) const fn pixel_format(self) -> PixelFormat {
         match self {
             CamFormat::Mjpeg => PixelFormat::Mjpeg,
             CamFormat::Yuyv => PixelFormat::Yuyv,
@@ -76,7 +76,7 @@ impl CamFormat {
     }
 
     /// The camera format that delivers `format` (none for RGBA).
-    pub fn for_pixel_format(format: PixelFormat) -> Option<CamFormat> {
+    pub(crate) fn for_pixel_format(format: PixelFormat) -> Option<CamFormat> {
         CamFormat::ALL
             .into_iter()
             .find(|f| f.pixel_format() == format)
@@ -188,7 +188,7 @@ pub enum CameraError {
 impl CameraError {
     /// Whether trying again later may help (a camera not yet plugged in,
     /// or busy), as opposed to a config that can never work.
-    pub fn is_retryable(&self) -> bool {
+    pub(crate) fn is_retryable(&self) -> bool {
         !matches!(
             self,
             CameraError::Ambiguous { .. }
@@ -225,7 +225,7 @@ fn modes(offered: &[Mode]) -> String {
 /// Finds the device `spec` names: a path (`/dev/video0`, or a stable link
 /// such as `/dev/v4l/by-id/...`), an index (`0`), or a piece of the
 /// camera's name (case does not matter).
-pub fn select_device<'a>(
+pub(crate) fn select_device<'a>(
     spec: &str,
     devices: &'a [DeviceInfo],
 ) -> Result<&'a DeviceInfo, CameraError> {
@@ -269,7 +269,7 @@ pub fn select_device<'a>(
 /// `strict`) the closest: nearest size first, then the asked-for format or
 /// the best other one, then the nearest rate not below the one asked for.
 /// Only modes `usable` accepts (those the output format can hold) count.
-pub fn negotiate(
+pub(crate) fn negotiate(
     device: &str,
     wanted: Mode,
     offered: &[Mode],
@@ -351,7 +351,7 @@ pub trait Opener {
 
 /// What the camera source was asked for.
 #[derive(Clone, Debug)]
-pub struct Request {
+pub(crate) struct Request {
     /// The `device` setting.
     pub spec: String,
     pub wanted: Mode,
@@ -375,7 +375,7 @@ pub struct Camera<O: Opener> {
 }
 
 impl<O: Opener> Camera<O> {
-    pub fn new(opener: O, request: Request) -> Camera<O> {
+    pub(crate) fn new(opener: O, request: Request) -> Camera<O> {
         Camera {
             opener,
             request,
@@ -385,11 +385,6 @@ impl<O: Opener> Camera<O> {
             corrupt: 0,
             streak: 0,
         }
-    }
-
-    /// Corrupt frames skipped so far.
-    pub fn corrupt(&self) -> u64 {
-        self.corrupt
     }
 
     /// Finds, opens and starts the camera.
@@ -418,7 +413,7 @@ impl<O: Opener> Camera<O> {
     /// Captures the next whole frame into `frame`. A missing or lost camera
     /// is waited for (a stop ends the wait); a corrupt MJPEG frame is
     /// reported as [`Captured::Corrupt`].
-    pub fn next_frame(
+    pub(crate) fn next_frame(
         &mut self,
         frame: &mut Frame,
         stop: &AtomicBool,
@@ -881,7 +876,7 @@ mod tests {
             Captured::Frame
         );
         assert_eq!(frame.data, whole);
-        assert_eq!(camera.corrupt(), 1);
+        assert_eq!(camera.corrupt, 1);
     }
 
     #[test]

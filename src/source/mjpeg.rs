@@ -21,7 +21,7 @@ pub enum JpegError {
 
 /// A whole JPEG found at the start of a buffer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct JpegExtent {
+pub(crate) struct JpegExtent {
     /// Bytes from SOI through EOI.
     pub len: usize,
     pub width: u32,
@@ -30,7 +30,7 @@ pub struct JpegExtent {
 
 /// Looks for one whole JPEG at the start of `data`: `Ok(None)` when more
 /// bytes are needed to tell.
-pub fn extent(data: &[u8]) -> Result<Option<JpegExtent>, JpegError> {
+pub(crate) fn extent(data: &[u8]) -> Result<Option<JpegExtent>, JpegError> {
     if data.len() < 2 {
         return Ok(None);
     }
@@ -113,7 +113,7 @@ pub fn extent(data: &[u8]) -> Result<Option<JpegExtent>, JpegError> {
 }
 
 /// Checks that `data` is exactly one whole JPEG.
-pub fn check_whole(data: &[u8]) -> Result<JpegExtent, JpegError> {
+pub(crate) fn check_whole(data: &[u8]) -> Result<JpegExtent, JpegError> {
     match extent(data)? {
         Some(found) if found.len == data.len() => Ok(found),
         Some(found) => Err(JpegError::BadMarker(found.len)),

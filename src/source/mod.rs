@@ -1,6 +1,6 @@
 //! Sources fill frame buffers on the capture thread: V4L2 cameras
-//! ([`camera`], [`v4l2`]), the synthetic test pattern, and raw frames or
-//! concatenated JPEGs ([`mjpeg`]) from a file or stdin.
+//! (`camera`, [`v4l2`]), the synthetic test pattern, and raw frames or
+//! concatenated JPEGs (`mjpeg`) from a file or stdin.
 //!
 //! A source writes straight into the buffer it is given and stamps the frame
 //! with its capture time; it never allocates per frame once the buffer has
@@ -10,6 +10,8 @@ pub(crate) mod camera;
 pub(crate) mod mjpeg;
 mod raw;
 mod synthetic;
+
+pub use synthetic::Synthetic;
 pub mod v4l2;
 
 use std::path::PathBuf;
@@ -18,7 +20,6 @@ use std::sync::atomic::AtomicBool;
 use crate::frame::{Frame, ImageFormat, PixelFormat};
 
 use raw::Raw;
-pub use synthetic::Synthetic;
 
 /// Which source to open (`source.kind` and what goes with it).
 #[derive(Clone, Debug, PartialEq)]
@@ -33,7 +34,7 @@ pub enum Kind {
 
 impl Kind {
     /// The `kind` value.
-    pub const fn name(&self) -> &'static str {
+    pub(crate) const fn name(&self) -> &'static str {
         match self {
             Kind::Camera { .. } => "camera",
             Kind::Synthetic => "synthetic",
@@ -54,7 +55,7 @@ pub struct Options {
 
 impl Options {
     /// The size of each of the ring's frame buffers.
-    pub const fn buffer_capacity(&self) -> usize {
+    pub(crate) const fn buffer_capacity(&self) -> usize {
         self.pixel_format.buffer_capacity(self.width, self.height)
     }
 }
@@ -155,7 +156,7 @@ impl Source {
     }
 
     /// Stretches of input that were not whole frames and were skipped.
-    pub fn skipped(&self) -> u64 {
+    pub(crate) fn skipped(&self) -> u64 {
         match self {
             Source::Synthetic(_) | Source::Camera(_) => 0,
             Source::Raw(r) => r.skipped().0,

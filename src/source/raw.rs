@@ -79,7 +79,7 @@ pub struct Raw {
 }
 
 impl Raw {
-    pub fn open(
+    pub(crate) fn open(
         path: &Path,
         width: u32,
         height: u32,
@@ -116,12 +116,12 @@ impl Raw {
     }
 
     /// Stretches of input skipped as not a whole frame, and their bytes.
-    pub fn skipped(&self) -> (u64, u64) {
+    pub(crate) fn skipped(&self) -> (u64, u64) {
         (self.skipped, self.skipped_bytes)
     }
 
     /// Reads the next frame into `frame`. A stop ends a wait for input.
-    pub fn next_frame(
+    pub(crate) fn next_frame(
         &mut self,
         frame: &mut Frame,
         stop: &AtomicBool,

@@ -126,7 +126,7 @@ impl Synthetic {
     }
 
     /// Waits for the next frame's time, then draws it into `frame`.
-    pub fn next_frame(
+    pub(crate) fn next_frame(
         &mut self,
         frame: &mut Frame,
         stop: &AtomicBool,

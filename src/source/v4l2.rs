@@ -337,7 +337,7 @@ fn rates(interval: &v4l::frameinterval::FrameIntervalEnum) -> Vec<u32> {
 
 /// Every mode `device` offers, from the enumeration ioctls. A size whose
 /// rates cannot be listed is offered at rate 0 ("any").
-pub fn enumerate(device: &v4l::Device) -> std::io::Result<Vec<Mode>> {
+pub(crate) fn enumerate(device: &v4l::Device) -> std::io::Result<Vec<Mode>> {
     let mut modes = Vec::new();
     for description in device.enum_formats()? {
         let Some(format) = CamFormat::from_fourcc(description.fourcc.repr) else {

@@ -18,14 +18,14 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 /// The manifest's file name in `output.dir`.
-pub const MANIFEST_NAME: &str = "manifest.jsonl";
+pub(crate) const MANIFEST_NAME: &str = "manifest.jsonl";
 
 /// How often the manifest is synced while recording.
 const SYNC_EVERY: Duration = Duration::from_secs(1);
 
 /// One manifest line (the contract's fields, in this order).
 #[derive(Debug, Serialize)]
-pub struct Line<'a> {
+pub(crate) struct Line<'a> {
     pub seq: u64,
     /// Relative to `output.dir`, with '/' separators.
     pub path: &'a str,
@@ -41,7 +41,7 @@ pub struct Line<'a> {
 
 /// A time written as RFC 3339 in UTC with nanoseconds, without allocating.
 #[derive(Debug, Clone, Copy)]
-pub struct Rfc3339(pub SystemTime);
+pub(crate) struct Rfc3339(pub SystemTime);
 
 impl Serialize for Rfc3339 {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
@@ -57,7 +57,7 @@ struct State {
 }
 
 /// The open manifest, shared by the encoder threads.
-pub struct Manifest {
+pub(crate) struct Manifest {
     path: PathBuf,
     fsync: bool,
     state: Mutex<State>,
@@ -66,7 +66,7 @@ pub struct Manifest {
 impl Manifest {
     /// Opens (or creates) the manifest for appending, closing off a torn
     /// last line. Returns it with the highest `seq` among its last lines.
-    pub fn open(
+    pub(crate) fn open(
         dir: &Path,
         camera: &str,
         fsync: bool,
@@ -97,12 +97,12 @@ impl Manifest {
         ))
     }
 
-    pub fn path(&self) -> &Path {
+    pub(crate) fn path(&self) -> &Path {
         &self.path
     }
 
     /// Appends one line; `buf` is the caller's reusable scratch buffer.
-    pub fn append(&self, line: &Line<'_>, buf: &mut Vec<u8>) -> io::Result<()> {
+    pub(crate) fn append(&self, line: &Line<'_>, buf: &mut Vec<u8>) -> io::Result<()> {
         buf.clear();
         serde_json::to_writer(&mut *buf, line).map_err(io::Error::other)?;
         buf.push(b'\n');
@@ -118,7 +118,7 @@ impl Manifest {
     }
 
     /// Syncs what was appended (at shutdown).
-    pub fn sync(&self) -> io::Result<()> {
+    pub(crate) fn sync(&self) -> io::Result<()> {
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         if state.dirty && self.fsync {
             state.file.sync_data()?;

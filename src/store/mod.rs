@@ -1,13 +1,13 @@
 //! The store: where snapshots go and how they get there safely.
 //!
-//! At start-up [`Store::open`] creates `output.dir`, takes a lock so two
+//! At start-up `Store::open` creates `output.dir`, takes a lock so two
 //! recorders never number into the same files, sweeps temp files a crash left
 //! behind, and finds the highest sequence number on disk (and in the
 //! manifest) so numbering continues and never repeats. Each owned file the
 //! start-up [`scan`] finds can be handed to a [`Visitor`] (the supervisor
 //! passes one that fills retention's index). While recording, each encoder
-//! thread has a [`write::Writer`] that renders names ([`naming`]) and writes
-//! files durably; the [`manifest`] gets a line per file once it is durable.
+//! thread has a `write::Writer` that renders names ([`naming`]) and writes
+//! files durably; the `manifest` gets a line per file once it is durable.
 
 pub(crate) mod manifest;
 pub mod naming;
@@ -45,7 +45,7 @@ pub const EXTENSIONS: [&str; 2] = ["jpg", "png"];
 
 /// Why the store could not be opened.
 #[derive(Debug, thiserror::Error)]
-pub enum StoreError {
+pub(crate) enum StoreError {
     #[error("cannot create output directory {path}")]
     CreateDir {
         path: PathBuf,
@@ -99,7 +99,7 @@ impl Found {
 }
 
 /// The output directory, opened for recording.
-pub struct Store {
+pub(crate) struct Store {
     pub(crate) dir: PathBuf,
     pub(crate) template: Template,
     pub(crate) camera: String,
@@ -115,7 +115,7 @@ pub struct Store {
 impl Store {
     /// Opens `options.dir` for recording `camera`. See the module docs.
     /// With `visitor`, every owned file found is handed to it.
-    pub fn open(
+    pub(crate) fn open(
         camera: &str,
         options: &Options,
         visitor: Option<Visitor<'_>>,
@@ -202,12 +202,12 @@ impl Store {
         ))
     }
 
-    pub fn dir(&self) -> &Path {
+    pub(crate) fn dir(&self) -> &Path {
         &self.dir
     }
 
     /// Syncs the manifest (at shutdown).
-    pub fn finish(&self) -> io::Result<()> {
+    pub(crate) fn finish(&self) -> io::Result<()> {
         match &self.manifest {
             Some(m) => m.sync(),
             None => Ok(()),
@@ -236,7 +236,7 @@ pub struct Visitor<'v> {
 }
 
 /// Seconds since the Unix epoch of a file time.
-pub fn epoch_secs(t: SystemTime) -> u64 {
+pub(crate) fn epoch_secs(t: SystemTime) -> u64 {
     t.duration_since(SystemTime::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
 }

@@ -16,7 +16,7 @@ use regex::Regex;
 use crate::frame::TimeZone;
 
 /// The digits `{seq}` is padded to when no width is given.
-pub const DEFAULT_SEQ_WIDTH: usize = 10;
+pub(crate) const DEFAULT_SEQ_WIDTH: usize = 10;
 
 /// A problem with a name template, reported by `check` with its position.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -125,7 +125,7 @@ impl Template {
     }
 
     /// The template as written in the config.
-    pub fn as_str(&self) -> &str {
+    pub(crate) fn as_str(&self) -> &str {
         &self.source
     }
 
@@ -145,7 +145,7 @@ impl Template {
 
     /// Renders the name of snapshot `seq` into `out` (cleared first), relative
     /// to the output directory, with '/' between components.
-    pub fn render(
+    pub(crate) fn render(
         &self,
         camera: &str,
         seq: u64,
@@ -171,7 +171,7 @@ impl Template {
 
     /// Whether a file's name (not its directory) follows from the camera,
     /// sequence number and extension alone, with no time in it.
-    pub fn file_name_is_derivable(&self) -> bool {
+    pub(crate) fn file_name_is_derivable(&self) -> bool {
         !self
             .file_parts()
             .iter()
@@ -180,7 +180,7 @@ impl Template {
 
     /// Renders only the file name of snapshot `seq` (meaningful when
     /// [`Template::file_name_is_derivable`]).
-    pub fn render_file_name(&self, camera: &str, seq: u64, ext: &str, out: &mut String) {
+    pub(crate) fn render_file_name(&self, camera: &str, seq: u64, ext: &str, out: &mut String) {
         render_parts(
             self.file_parts(),
             camera,
@@ -403,7 +403,7 @@ impl NameMatcher {
     /// The sequence number in `relative` (a path below the output directory
     /// with '/' separators), or `None` when the template could not have
     /// produced that name.
-    pub fn seq(&self, relative: &str) -> Option<u64> {
+    pub(crate) fn seq(&self, relative: &str) -> Option<u64> {
         self.regex
             .captures(relative)?
             .name("seq")?
@@ -414,7 +414,7 @@ impl NameMatcher {
 }
 
 /// The hidden temporary name a file is written under before its rename.
-pub fn temp_name(file_name: &str, out: &mut String) {
+pub(crate) fn temp_name(file_name: &str, out: &mut String) {
     out.clear();
     out.push('.');
     out.push_str(file_name);
@@ -422,7 +422,7 @@ pub fn temp_name(file_name: &str, out: &mut String) {
 }
 
 /// The final file name behind a temporary name, if `name` is one.
-pub fn final_name_of_temp(name: &str) -> Option<&str> {
+pub(crate) fn final_name_of_temp(name: &str) -> Option<&str> {
     name.strip_prefix('.')?.strip_suffix(".tmp")
 }
 

@@ -23,7 +23,7 @@ use crate::frame::{Frame, ImageFormat, WrittenFile};
 /// Why a file could not be written. The frame is lost; nothing on disk is
 /// damaged.
 #[derive(Debug, thiserror::Error)]
-pub enum WriteError {
+pub(crate) enum WriteError {
     #[error("cannot {op} {path}")]
     Io {
         op: &'static str,
@@ -39,7 +39,7 @@ pub enum WriteError {
 
 impl WriteError {
     /// Whether the disk or the user's quota is full (ENOSPC, EDQUOT).
-    pub fn is_disk_full(&self) -> bool {
+    pub(crate) fn is_disk_full(&self) -> bool {
         match self {
             WriteError::Io { source, .. } => matches!(
                 rustix::io::Errno::from_io_error(source),
@@ -51,7 +51,7 @@ impl WriteError {
 }
 
 /// An encoder thread's writer: reusable buffers and the current directory.
-pub struct Writer<'s> {
+pub(crate) struct Writer<'s> {
     store: &'s Store,
     name: String,
     temp: String,
@@ -62,7 +62,7 @@ pub struct Writer<'s> {
 
 /// What the manifest needs to know about the frame behind a file.
 #[derive(Clone, Copy, Debug)]
-pub struct FileInfo {
+pub(crate) struct FileInfo {
     pub seq: u64,
     pub captured_at: SystemTime,
     pub width: u32,
@@ -72,7 +72,7 @@ pub struct FileInfo {
 }
 
 impl FileInfo {
-    pub fn of(frame: &Frame, format: ImageFormat) -> FileInfo {
+    pub(crate) fn of(frame: &Frame, format: ImageFormat) -> FileInfo {
         FileInfo {
             seq: frame.seq,
             captured_at: frame.captured_at,
@@ -90,7 +90,7 @@ fn io_error(op: &'static str, path: impl Into<PathBuf>) -> impl FnOnce(io::Error
 }
 
 impl<'s> Writer<'s> {
-    pub fn new(store: &'s Store) -> Writer<'s> {
+    pub(crate) fn new(store: &'s Store) -> Writer<'s> {
         Writer {
             store,
             name: String::new(),
@@ -103,7 +103,7 @@ impl<'s> Writer<'s> {
     /// Writes `bytes` as the file for `info.seq`, durably, and returns it
     /// (with the error of its manifest line, if only that failed).
     /// `dropped_before` is asked for only once the file is durable.
-    pub fn write(
+    pub(crate) fn write(
         &mut self,
         info: FileInfo,
         parts: &[&[u8]],
