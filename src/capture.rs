@@ -93,9 +93,9 @@ impl Capture<'_> {
                     .unwrap_or_else(|| self.producer.take_buffer());
             }
         };
-        self.stats
-            .skipped_input
-            .store(self.source.skipped(), Ordering::Relaxed);
+        let (stretches, bytes) = self.source.skipped();
+        self.stats.skipped_input.store(stretches, Ordering::Relaxed);
+        self.stats.skipped_bytes.store(bytes, Ordering::Relaxed);
         result
     }
 

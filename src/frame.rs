@@ -184,6 +184,16 @@ impl Frame {
     }
 }
 
+impl Frame {
+    /// Like [`Frame::with_capacity`], but a failed allocation is an error
+    /// instead of an abort.
+    pub fn try_with_capacity(capacity: usize) -> Result<Frame, std::collections::TryReserveError> {
+        let mut frame = Frame::with_capacity(0);
+        frame.data.try_reserve_exact(capacity)?;
+        Ok(frame)
+    }
+}
+
 /// A file that is durable under its final name.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct WrittenFile {

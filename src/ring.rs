@@ -102,19 +102,36 @@ pub struct Consumer {
     free_tx: Sender<Frame>,
 }
 
+/// The ring's buffers could not be allocated (a memory limit).
+#[derive(Debug, thiserror::Error)]
+#[error("cannot allocate {buffers} frame buffers of {} KiB ({} MiB in all)", buffer_bytes >> 10, (*buffers as u64 * *buffer_bytes as u64) >> 20)]
+pub struct AllocError {
+    pub buffers: usize,
+    pub buffer_bytes: usize,
+}
+
 /// Builds a ring for `workers` encoders, with buffers of `buffer_capacity`
-/// bytes each.
-pub fn ring(options: &Options, workers: usize, buffer_capacity: usize) -> (Producer, Consumer) {
+/// bytes each. Every buffer is allocated here; if memory runs out, nothing
+/// is kept and the error says how much was asked for.
+pub fn ring(
+    options: &Options,
+    workers: usize,
+    buffer_capacity: usize,
+) -> Result<(Producer, Consumer), AllocError> {
     let frames = options.frames.max(1);
     let when_full = options.when_full;
     let buffers = buffer_count(frames, workers);
     let (filled_tx, filled_rx) = bounded(frames);
     let (free_tx, free_rx) = bounded(buffers);
     for _ in 0..buffers {
+        let frame = Frame::try_with_capacity(buffer_capacity).map_err(|_| AllocError {
+            buffers,
+            buffer_bytes: buffer_capacity,
+        })?;
         // The channel has room for every buffer.
-        let _ = free_tx.try_send(Frame::with_capacity(buffer_capacity));
+        let _ = free_tx.try_send(frame);
     }
-    (
+    Ok((
         Producer {
             filled_tx,
             filled_rx: (when_full == Overflow::DropOldest).then(|| filled_rx.clone()),
@@ -122,7 +139,7 @@ pub fn ring(options: &Options, workers: usize, buffer_capacity: usize) -> (Produ
             when_full,
         },
         Consumer { filled_rx, free_tx },
-    )
+    ))
 }
 
 impl Producer {
@@ -237,7 +254,7 @@ mod tests {
                 },
                 1,
                 8,
-            );
+            ).unwrap();
             let mut model: VecDeque<u64> = VecDeque::new();
             let mut next_seq = 0;
             let mut dropped_model = Vec::new();
@@ -292,7 +309,8 @@ mod tests {
             },
             1,
             0,
-        );
+        )
+        .unwrap();
         for seq in 0..3 {
             let f = frame(&producer, seq);
             let (_, spare) = producer.push(f);
@@ -314,7 +332,8 @@ mod tests {
             },
             1,
             0,
-        );
+        )
+        .unwrap();
         let first = frame(&producer, 1);
         let (_, spare) = producer.push(first);
         drop(consumer);
@@ -332,7 +351,8 @@ mod tests {
             },
             1,
             0,
-        );
+        )
+        .unwrap();
         let first = frame(&producer, 1);
         let (_, spare) = producer.push(first);
         let handle = std::thread::spawn(move || {

@@ -97,6 +97,8 @@ pub struct Stats {
     pub missed_ticks: AtomicU64,
     /// Stretches of source input skipped as not whole frames.
     pub skipped_input: AtomicU64,
+    /// Their bytes.
+    pub skipped_bytes: AtomicU64,
     dropped: [AtomicU64; 5],
     /// Drops since the last written file (the manifest's `dropped_before`).
     dropped_since_write: AtomicU64,
@@ -124,6 +126,7 @@ impl Stats {
             bytes: AtomicU64::new(0),
             missed_ticks: AtomicU64::new(0),
             skipped_input: AtomicU64::new(0),
+            skipped_bytes: AtomicU64::new(0),
             dropped: Default::default(),
             dropped_since_write: AtomicU64::new(0),
             limits: Default::default(),
@@ -190,6 +193,7 @@ impl Stats {
             dropped: DropReason::ALL.map(|r| (r, self.dropped(r))),
             missed_ticks: self.missed_ticks.load(Relaxed),
             skipped_input: self.skipped_input.load(Relaxed),
+            skipped_bytes: self.skipped_bytes.load(Relaxed),
             deleted_files: self.deleted_files.load(Relaxed),
             deleted_bytes: self.deleted_bytes.load(Relaxed),
             elapsed: self.started.elapsed(),
@@ -208,6 +212,7 @@ pub struct Summary {
     pub dropped: [(DropReason, u64); 5],
     pub missed_ticks: u64,
     pub skipped_input: u64,
+    pub skipped_bytes: u64,
     pub deleted_files: u64,
     pub deleted_bytes: u64,
     pub elapsed: Duration,
@@ -237,7 +242,14 @@ impl fmt::Display for Summary {
         }
         write!(f, ", missed ticks {}", self.missed_ticks)?;
         if self.skipped_input > 0 {
-            write!(f, ", skipped input {}", self.skipped_input)?;
+            let n = self.skipped_input;
+            write!(
+                f,
+                ", skipped {n} stretch{} of input that {} not a whole frame ({} bytes)",
+                if n == 1 { "" } else { "es" },
+                if n == 1 { "was" } else { "were" },
+                self.skipped_bytes
+            )?;
         }
         if self.deleted_files > 0 {
             write!(

@@ -219,11 +219,13 @@ fn mjpeg_passthrough_stores_the_cameras_bytes() {
     );
     assert_eq!(written.len(), 3);
     for ((path, line), jpeg) in written.iter().zip(&jpegs) {
+        // The camera's bytes, with only the capture time spliced in.
         assert!(
-            std::fs::read(path).unwrap() == *jpeg,
-            "{} is not the input JPEG byte for byte",
+            without_our_exif(&std::fs::read(path).unwrap()) == *jpeg,
+            "{} is not the input JPEG byte for byte (but for the EXIF segment)",
             path.display()
         );
+        assert_exif_time(path, line["captured_at"].as_str().unwrap());
         assert_eq!(line["pixel_format"], "mjpeg");
         assert_eq!(
             (line["width"].as_u64(), line["height"].as_u64()),
@@ -292,19 +294,47 @@ fn capture_time_is_in_the_image_and_the_manifest() {
             let decoded = decode(std::slice::from_ref(path)).remove(0);
             assert_eq!(decoded.info["Creation Time"], captured_at);
         } else {
-            let out = std::process::Command::new("exiftool")
-                .args(["-s3", "-SubSecDateTimeOriginal"])
-                .arg(path)
-                .output()
-                .unwrap();
-            let text = String::from_utf8_lossy(&out.stdout);
-            // exiftool prints 2026:11:24 21:11:53.986941342+00:00 for our tags.
-            let expected = format!(
-                "{} {}+00:00",
-                captured_at[..10].replace('-', ":"),
-                &captured_at[11..29]
-            );
-            assert_eq!(text.trim(), expected, "EXIF time differs from the manifest");
+            assert_exif_time(path, captured_at);
         }
     }
+}
+
+/// Checks with exiftool that the JPEG at `path` carries `captured_at` (the
+/// manifest's RFC 3339 time) as its EXIF capture time.
+fn assert_exif_time(path: &std::path::Path, captured_at: &str) {
+    let out = std::process::Command::new("exiftool")
+        .args(["-s3", "-SubSecDateTimeOriginal"])
+        .arg(path)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    // exiftool prints 2026:11:24 21:11:53.986941342+00:00 for our tags.
+    let expected = format!(
+        "{} {}+00:00",
+        captured_at[..10].replace('-', ":"),
+        &captured_at[11..29]
+    );
+    assert_eq!(
+        text.trim(),
+        expected,
+        "{}: EXIF time differs from the manifest",
+        path.display()
+    );
+}
+
+/// `jpeg` without the APP1 EXIF segment framerec splices in after SOI (and
+/// after JFIF's APP0, if there is one).
+fn without_our_exif(jpeg: &[u8]) -> Vec<u8> {
+    let segment_len = |at: usize| 2 + usize::from(u16::from_be_bytes([jpeg[at + 2], jpeg[at + 3]]));
+    let mut at = 2;
+    if jpeg[at..at + 2] == [0xFF, 0xE0] {
+        at += segment_len(at);
+    }
+    assert_eq!(
+        jpeg[at..at + 2],
+        [0xFF, 0xE1],
+        "no APP1 segment where EXIF goes"
+    );
+    assert_eq!(&jpeg[at + 4..at + 10], b"Exif\0\0");
+    [&jpeg[..at], &jpeg[at + segment_len(at)..]].concat()
 }

@@ -7,6 +7,7 @@ mod cli;
 mod common;
 mod faults;
 mod formats;
+mod hardening;
 mod lifecycle;
 mod packaging;
 mod retention;

@@ -24,6 +24,9 @@ use crate::{encode, ring, source, store};
 
 pub use validate::parse_duration;
 
+/// The largest config file read: a real one is a few KiB.
+pub const MAX_CONFIG_BYTES: u64 = 1 << 20;
+
 /// Everything framerec needs to record, validated: each stage's options.
 #[derive(Clone, Debug)]
 pub struct Settings {
@@ -72,6 +75,8 @@ pub enum ConfigError {
         #[source]
         source: std::io::Error,
     },
+    #[error("config file {path} is larger than {max} KiB: is it the right file?", max = MAX_CONFIG_BYTES >> 10)]
+    TooLarge { path: PathBuf },
     #[error("{} has {} problem{}:\n{}", origin.display(), problems.len(),
         if problems.len() == 1 { "" } else { "s" },
         problems.iter().map(|p| format!("  {}: {p}", origin.display())).collect::<Vec<_>>().join("\n"))]
@@ -138,12 +143,24 @@ impl Settings {
         Settings::from_toml("", Path::new("<built-in>")).expect("the built-in config is valid")
     }
 
-    /// Reads and validates a config file.
+    /// Reads and validates a config file (at most [`MAX_CONFIG_BYTES`]).
     pub fn load(path: &Path) -> Result<Settings, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        use std::io::Read as _;
+        let read_error = |source| ConfigError::Read {
             path: path.to_owned(),
             source,
-        })?;
+        };
+        let mut bytes = Vec::new();
+        std::fs::File::open(path)
+            .and_then(|file| file.take(MAX_CONFIG_BYTES + 1).read_to_end(&mut bytes))
+            .map_err(read_error)?;
+        if bytes.len() as u64 > MAX_CONFIG_BYTES {
+            return Err(ConfigError::TooLarge {
+                path: path.to_owned(),
+            });
+        }
+        let text = String::from_utf8(bytes)
+            .map_err(|e| read_error(std::io::Error::new(std::io::ErrorKind::InvalidData, e)))?;
         Settings::from_toml(&text, path)
     }
 

@@ -651,9 +651,21 @@ fn parse_mode(value: &Spanned<String>, key: &str, problems: &mut Problems<'_>) -
     }
 }
 
-/// Parses `"500ms"`, `"10s"`, `"5m"`, `"1h 30m"` (humantime's syntax).
+/// The longest duration accepted anywhere (config or command line): far
+/// beyond any recording, and far from the clock arithmetic's limits.
+pub const MAX_DURATION: Duration = Duration::from_secs(100 * 365 * 86_400);
+
+/// Parses `"500ms"`, `"10s"`, `"5m"`, `"1h 30m"` (humantime's syntax), up to
+/// [`MAX_DURATION`].
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    humantime::parse_duration(text.trim()).map_err(|e| {
+    let duration = humantime::parse_duration(text.trim()).map_err(|e| {
         format!("\"{text}\" is not a duration such as \"500ms\", \"10s\" or \"5m\" ({e})")
-    })
+    })?;
+    if duration > MAX_DURATION {
+        return Err(format!(
+            "\"{text}\" is longer than {} (100 years)",
+            humantime::format_duration(MAX_DURATION)
+        ));
+    }
+    Ok(duration)
 }

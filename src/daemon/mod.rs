@@ -110,7 +110,16 @@ pub fn run(
         &settings.ring,
         encode.threads,
         settings.source.buffer_capacity(),
-    );
+    )
+    .with_context(|| {
+        format!(
+            "the ring does not fit in memory (ring.frames = {}, {}x{} {}): lower ring.frames or the frame size",
+            settings.ring.frames,
+            settings.source.width,
+            settings.source.height,
+            settings.source.pixel_format
+        )
+    })?;
     let stats = Stats::new();
     let flags = Flags::default();
     let capture_done = AtomicBool::new(false);
@@ -253,7 +262,9 @@ fn supervise(
     limits: Limits,
 ) {
     let started = Instant::now();
-    let deadline = limits.duration.map(|d| started + d);
+    // Bounded when parsed; should the clock still overflow, there is no
+    // deadline rather than a panic.
+    let deadline = limits.duration.and_then(|d| started.checked_add(d));
     let mut stopping = false;
     while !capture_done.load(Ordering::SeqCst) {
         let wait = match deadline {

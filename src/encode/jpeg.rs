@@ -55,6 +55,15 @@ impl JpegEncoder {
         })
     }
 
+    /// Stores a camera's own JPEG as it is, with the capture time spliced in
+    /// (see [`super::passthrough`]).
+    pub(crate) fn pass_through<'a>(
+        &'a mut self,
+        frame: &'a Frame,
+    ) -> Result<Parts<'a>, EncodeError> {
+        super::passthrough::encode(frame, &mut self.exif, self.timezone)
+    }
+
     /// Encodes `frame`; the returned bytes are the whole file.
     pub fn encode(&mut self, frame: &Frame) -> Result<Parts<'_>, EncodeError> {
         let (w, h) = (frame.width as usize, frame.height as usize);

@@ -253,10 +253,14 @@ impl Encoder {
         match self {
             Encoder::Jpeg(e) => e.encode(frame),
             Encoder::Png(e) => e.encode(frame),
-            Encoder::Passthrough(_) if frame.format == PixelFormat::Mjpeg => {
-                passthrough::encode(frame)
+            // A camera that granted a raw format instead: encoded.
+            Encoder::Passthrough(e) => {
+                if frame.format == PixelFormat::Mjpeg {
+                    e.pass_through(frame)
+                } else {
+                    e.encode(frame)
+                }
             }
-            Encoder::Passthrough(e) => e.encode(frame),
         }
     }
 }
@@ -309,11 +313,13 @@ mod tests {
         let mut frame = Frame::with_capacity(0);
         frame.format = PixelFormat::Mjpeg;
         frame.data = jpeg.clone();
+        let parts = encoder.encode(&frame).unwrap();
         assert_eq!(
-            encoder.encode(&frame).unwrap().concat(),
+            [parts[0], parts[2]].concat(),
             jpeg,
-            "MJPEG is stored as it is"
+            "MJPEG is stored as it is, but for the EXIF segment"
         );
+        assert_eq!(&parts[1][..2], [0xFF, 0xE1], "no EXIF segment spliced in");
         // The camera granted YUYV instead: encoded, not refused.
         frame.format = PixelFormat::Yuyv;
         (frame.width, frame.height) = (4, 2);

@@ -155,11 +155,12 @@ impl Source {
         }
     }
 
-    /// Stretches of input that were not whole frames and were skipped.
-    pub(crate) fn skipped(&self) -> u64 {
+    /// Stretches of input that were not whole frames and were skipped, and
+    /// their bytes.
+    pub(crate) fn skipped(&self) -> (u64, u64) {
         match self {
-            Source::Synthetic(_) | Source::Camera(_) => 0,
-            Source::Raw(r) => r.skipped().0,
+            Source::Synthetic(_) | Source::Camera(_) => (0, 0),
+            Source::Raw(r) => r.skipped(),
         }
     }
 }

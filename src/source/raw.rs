@@ -74,8 +74,11 @@ pub struct Raw {
     eof: bool,
     /// Bytes skipped because they were not part of a whole frame.
     skipped_bytes: u64,
-    /// Stretches of such bytes (torn JPEGs, a partial last frame).
+    /// Stretches of such bytes (torn JPEGs, a partial last frame): skips
+    /// with no whole frame between them count as one.
     skipped: u64,
+    /// The last thing read was skipped: more skipping continues its stretch.
+    skipping: bool,
 }
 
 impl Raw {
@@ -92,10 +95,12 @@ impl Raw {
             let _ = rustix::pipe::fcntl_setpipe_size(&stdin, PIPE_SIZE);
             Input::Stdin(stdin)
         } else {
-            Input::File(File::open(path).map_err(|source| SourceError::Open {
-                path: path.to_owned(),
-                source,
-            })?)
+            Input::File(
+                open_without_waiting(path).map_err(|source| SourceError::Open {
+                    path: path.to_owned(),
+                    source,
+                })?,
+            )
         };
         let can_block = rustix::fs::fstat(input.fd()).map_or(true, |st| {
             rustix::fs::FileType::from_raw_mode(st.st_mode) != rustix::fs::FileType::RegularFile
@@ -112,6 +117,7 @@ impl Raw {
             eof: false,
             skipped_bytes: 0,
             skipped: 0,
+            skipping: false,
         })
     }
 
@@ -131,6 +137,7 @@ impl Raw {
             None => self.read_jpeg(frame, stop)?,
         };
         if captured == Captured::Frame {
+            self.skipping = false;
             frame.captured_at = SystemTime::now();
             frame.format = self.format;
         }
@@ -237,7 +244,10 @@ impl Raw {
     }
 
     fn skip(&mut self, bytes: usize, why: JpegError) {
-        self.skipped += 1;
+        if !self.skipping {
+            self.skipped += 1;
+            self.skipping = true;
+        }
         self.skipped_bytes += bytes as u64;
         tracing::debug!(bytes, error = %why, "skipping bytes that are not a whole JPEG");
         self.start += bytes;
@@ -295,6 +305,21 @@ impl Raw {
     }
 }
 
+/// Opens `path` for reading without waiting in `open` itself: a FIFO with
+/// no writer yet would block there, deaf to a stop. The reads that follow
+/// wait in `poll`, which a stop gets through (and which waits for a FIFO's
+/// first writer).
+fn open_without_waiting(path: &Path) -> io::Result<File> {
+    use rustix::fs::{Mode, OFlags};
+    let fd = rustix::fs::open(
+        path,
+        OFlags::RDONLY | OFlags::NONBLOCK | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?;
+    rustix::fs::fcntl_setfl(&fd, OFlags::empty())?;
+    Ok(File::from(fd))
+}
+
 /// The offset of the next `FF D8 FF` (start of image and its first marker).
 fn next_soi(data: &[u8]) -> Option<usize> {
     memchr::memmem::find(data, &[0xFF, 0xD8, 0xFF])
@@ -345,6 +370,19 @@ mod tests {
         assert_eq!(got, [&a[..], &c[..], &b[..]]);
         assert_eq!((frames[1].width, frames[1].height), (16, 16));
         assert!(raw.skipped().0 >= 1);
+    }
+
+    #[test]
+    fn one_long_stretch_of_garbage_counts_once() {
+        let (a, b) = (jpeg(32, 16, 10), jpeg(32, 16, 200));
+        // Several read chunks of bytes that hold no JPEG at all.
+        let garbage = vec![0x55u8; 5 * CHUNK + 7];
+        let stream = [&a[..], &garbage, &b[..], b"tail"].concat();
+        let mut file = tempfile::NamedTempFile::new().unwrap();
+        file.write_all(&stream).unwrap();
+        let mut raw = Raw::open(file.path(), 0, 0, PixelFormat::Mjpeg).unwrap();
+        assert_eq!(read_all(&mut raw).len(), 2);
+        assert_eq!(raw.skipped(), (2, garbage.len() as u64 + 4));
     }
 
     #[test]

@@ -54,6 +54,9 @@ struct State {
     file: File,
     last_sync: Instant,
     dirty: bool,
+    /// An append failed partway (a full disk): the file may end inside a
+    /// line, which must be closed before the next line is appended.
+    torn: bool,
 }
 
 /// The open manifest, shared by the encoder threads.
@@ -91,6 +94,7 @@ impl Manifest {
                     file,
                     last_sync: Instant::now(),
                     dirty: false,
+                    torn: false,
                 }),
             },
             highest,
@@ -107,7 +111,15 @@ impl Manifest {
         serde_json::to_writer(&mut *buf, line).map_err(io::Error::other)?;
         buf.push(b'\n');
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        write_line(&state.file, buf)?;
+        if state.torn {
+            // Never glue a record to a fragment: close it off first.
+            if !ends_with_newline(&state.file)? {
+                write_line(&state.file, b"\n")?;
+            }
+            state.torn = false;
+        }
+        let State { file, torn, .. } = &mut *state;
+        write_line(file, buf).inspect_err(|_| *torn = true)?;
         state.dirty = true;
         if self.fsync && state.last_sync.elapsed() >= SYNC_EVERY {
             state.file.sync_data()?;
@@ -129,8 +141,9 @@ impl Manifest {
 }
 
 /// Writes one whole line. If only part of it gets written (a full disk),
-/// the part is ended with a newline so the next line starts on its own
-/// (not truncated away: another camera's recorder may share the manifest).
+/// the caller marks the manifest torn, and the fragment is closed off with a
+/// newline before the next line (not truncated away: another camera's
+/// recorder may share the manifest).
 fn write_line(file: &File, line: &[u8]) -> io::Result<()> {
     let mut written = 0;
     while written < line.len() {
@@ -138,15 +151,21 @@ fn write_line(file: &File, line: &[u8]) -> io::Result<()> {
             Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
             Ok(n) => written += n,
             Err(rustix::io::Errno::INTR) => continue,
-            Err(e) => {
-                if written > 0 {
-                    let _ = rustix::io::write(file, b"\n");
-                }
-                return Err(e.into());
-            }
+            Err(e) => return Err(e.into()),
         }
     }
     Ok(())
+}
+
+/// Whether the file is empty or ends with a newline.
+fn ends_with_newline(file: &File) -> io::Result<bool> {
+    let len = file.metadata()?.len();
+    if len == 0 {
+        return Ok(true);
+    }
+    let mut last = [0u8; 1];
+    let n = rustix::io::pread(file, &mut last, len - 1)?;
+    Ok(n == 1 && last[0] == b'\n')
 }
 
 /// Reads the last 64 KiB: the highest `seq` there, and whether the file ends
@@ -245,5 +264,29 @@ mod tests {
         let text = std::fs::read_to_string(&path).unwrap();
         let last = text.lines().last().unwrap();
         assert!(last.starts_with("{\"seq\":43"), "{text}");
+    }
+
+    #[test]
+    fn a_line_torn_by_a_full_disk_is_closed_before_the_next() {
+        let dir = tempfile::tempdir().unwrap();
+        let (manifest, _) = Manifest::open(dir.path(), "cam0", false, 0o640).unwrap();
+        let mut buf = Vec::new();
+        manifest.append(&line(1, "a"), &mut buf).unwrap();
+        // What a write cut short by ENOSPC leaves: part of a line, and the
+        // manifest marked torn by the failed append.
+        {
+            let mut state = manifest.state.lock().unwrap();
+            write_line(&state.file, b"{\"seq\":2,\"pa").unwrap();
+            state.torn = true;
+        }
+        manifest.append(&line(3, "c"), &mut buf).unwrap();
+        manifest.append(&line(4, "d"), &mut buf).unwrap();
+        let text = std::fs::read_to_string(manifest.path()).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 4, "{text}");
+        assert_eq!(lines[1], "{\"seq\":2,\"pa");
+        for whole in [lines[0], lines[2], lines[3]] {
+            serde_json::from_str::<serde_json::Value>(whole).expect(whole);
+        }
     }
 }

@@ -1,0 +1,86 @@
+//! What an adversarial review found, kept found: inputs that once hung,
+//! aborted or glued records together, each tried through the binary as a
+//! user would meet it.
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use crate::common::*;
+
+#[test]
+fn absurd_durations_are_refused_not_a_panic() {
+    let env = Env::new();
+    env.config("");
+    let output = env.run(&["run", "--duration", "18446744073709551615s"]);
+    assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
+    assert!(stderr(&output).contains("100 years"), "{}", stderr(&output));
+    for (key, section) in [("every", "snapshot"), ("max_age", "retention")] {
+        let path = env.input(
+            "long.toml",
+            format!("[{section}]\n{key} = \"1000000years\"\n").as_bytes(),
+        );
+        let output = env.run(&["check", "--config", path.to_str().unwrap()]);
+        assert_eq!(output.status.code(), Some(78), "{}", stderr(&output));
+        assert!(stderr(&output).contains(&format!("{section}.{key}")));
+    }
+}
+
+#[test]
+fn a_config_that_never_ends_is_refused() {
+    let env = Env::new();
+    let started = Instant::now();
+    let output = env.run(&["check", "--config", "/dev/zero"]);
+    assert_eq!(output.status.code(), Some(78), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("larger than"),
+        "{}",
+        stderr(&output)
+    );
+    assert!(started.elapsed() < Duration::from_secs(30));
+}
+
+#[test]
+fn a_fifo_without_a_writer_still_stops() {
+    let env = Env::new();
+    let fifo = env.path("frames.fifo");
+    let made = Command::new("mkfifo").arg(&fifo).status().unwrap();
+    assert!(made.success());
+    env.config(&format!(
+        "[source]\nkind = \"raw\"\npath = \"{}\"\nwidth = 16\nheight = 16\n",
+        fifo.display()
+    ));
+    // By --duration...
+    let started = Instant::now();
+    env.record(&["--duration", "1s"]);
+    assert!(started.elapsed() < Duration::from_secs(20));
+    // ... and by TERM.
+    let mut child = env.spawn(false);
+    env.wait_for_lock("cam0");
+    std::thread::sleep(Duration::from_millis(300));
+    signal(&child, "TERM");
+    wait_with_timeout(&mut child, Duration::from_secs(20));
+    assert!(child.wait().unwrap().success());
+}
+
+#[test]
+fn a_ring_larger_than_the_memory_limit_is_an_error_naming_ring_frames() {
+    let env = Env::new();
+    // 4 buffers of 16384x16384 RGB (3 GiB): check accepts it.
+    let config = env.config(
+        "[source]\nwidth = 16384\nheight = 16384\n[ring]\nframes = 1\n[encoder]\nthreads = 1\n",
+    );
+    assert_success(&env.run(&["check", "--config", config.to_str().unwrap()]));
+    let script = format!(
+        "ulimit -v 2000000 && exec {BIN} run --config {} --duration 2s",
+        config.display()
+    );
+    let output = Command::new("bash")
+        .args(["-c", &script])
+        .current_dir(env.dir.path())
+        .output()
+        .unwrap();
+    let text = stderr(&output);
+    assert_eq!(output.status.code(), Some(1), "{text}");
+    assert!(text.contains("ring.frames = 1"), "{text}");
+    assert!(text.contains("MiB"), "{text}");
+}
