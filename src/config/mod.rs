@@ -362,6 +362,37 @@ threads = 1000
     }
 
     #[test]
+    fn a_problem_in_a_section_hides_no_problem_across_sections() {
+        let cases: [(&str, &[&str]); 4] = [
+            (
+                "[source]\nkind = \"camera\"\npixel_format = \"rgba\"\n",
+                &["source.pixel_format", "snapshot.format"],
+            ),
+            (
+                "[ring]\nframes = 0\nwhen_full = \"block\"\n",
+                &["ring.frames", "ring.when_full"],
+            ),
+            (
+                "[source]\nwidth = 16384\nheight = 16384\nfps = 0\n[ring]\nframes = 64\n",
+                &["source.fps", "ring.frames"],
+            ),
+            (
+                "[source]\nkind = \"bogus\"\nwidth = 16384\nheight = 16384\npixel_format = \"gray16\"\n[snapshot]\nquality = 101\n",
+                &["source.kind", "snapshot.quality", "snapshot.format", "ring.frames"],
+            ),
+        ];
+        for (text, keys) in cases {
+            let found = problems(text);
+            for key in keys {
+                assert!(
+                    found.iter().any(|p| p.key == *key),
+                    "{text:?}: no {key} in {found:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
     fn refuses_inconsistent_choices() {
         let cases = [
             ("[source]\npixel_format = \"gray16\"\n", "snapshot.format"),

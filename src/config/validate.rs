@@ -70,31 +70,31 @@ pub(super) fn validate(raw: RawConfig, problems: &mut Problems<'_>) -> Option<Se
     let retention = retention(&raw.retention.unwrap_or_default(), problems);
     let threads = encoder(&raw.encoder.unwrap_or_default(), problems);
 
-    if let (Some(source), Some(ring)) = (&source, &ring) {
-        ring_fits_source(source, ring, &raw_ring, problems);
-    }
-    if let (Some(source), Some((_, snapshot))) = (&source, &snapshot) {
-        format_holds_source(
-            source,
-            snapshot.format,
-            &raw_source,
-            &raw_snapshot,
-            problems,
-        );
-    }
-    if let (Some(source), Some(ring), Some(threads)) = (&source, &ring, threads) {
-        ring_fits_memory(source, ring, threads, &raw_ring, problems);
-    }
+    // Across sections, on the values involved alone (each valid by itself),
+    // so a problem elsewhere in a section hides none of these.
+    ring_fits_source(source.kind_name, ring.when_full, &raw_ring, problems);
+    let format = snapshot.as_ref().map(|(format, _)| *format);
+    format_holds_source(
+        source.pixel_format,
+        format,
+        &raw_source,
+        &raw_snapshot,
+        problems,
+    );
+    ring_fits_memory(&source, ring.frames, threads, &raw_ring, problems);
 
     if !problems.is_empty() {
         return None;
     }
-    let (every, snapshot) = snapshot?;
+    let (every, snapshot) = snapshot?.1?;
     let output = output?;
     Some(Settings {
         camera: camera?,
-        source: source?,
-        ring: ring?,
+        source: source.options()?,
+        ring: ring::Options {
+            frames: ring.frames?,
+            when_full: ring.when_full?,
+        },
         every,
         encode: encode::Options {
             timezone: output.timezone,
@@ -129,8 +129,36 @@ fn camera(value: Option<&Spanned<String>>, problems: &mut Problems<'_>) -> Optio
     Some(name.clone())
 }
 
+/// `[source]`'s values, each as far as it is valid by itself.
+struct SourceParts<'a> {
+    /// The `kind` as written (or its default), valid or not.
+    kind_name: &'a str,
+    kind: Option<Kind>,
+    width: Option<u32>,
+    height: Option<u32>,
+    fps: Option<f64>,
+    pixel_format: Option<PixelFormat>,
+    /// No problem in the section at all.
+    valid: bool,
+}
+
+impl SourceParts<'_> {
+    fn options(self) -> Option<source::Options> {
+        if !self.valid {
+            return None;
+        }
+        Some(source::Options {
+            kind: self.kind?,
+            width: self.width?,
+            height: self.height?,
+            fps: self.fps?,
+            pixel_format: self.pixel_format?,
+        })
+    }
+}
+
 /// `[source]`.
-fn source(source: &RawSource, problems: &mut Problems<'_>) -> Option<source::Options> {
+fn source<'a>(source: &'a RawSource, problems: &mut Problems<'_>) -> SourceParts<'a> {
     let before = problems.len();
     let kind_name = source
         .kind
@@ -251,20 +279,25 @@ fn source(source: &RawSource, problems: &mut Problems<'_>) -> Option<source::Opt
             "is only used by kind = \"raw\"; remove it or set kind = \"raw\"",
         );
     }
-    if problems.len() > before {
-        return None;
+    SourceParts {
+        kind_name,
+        kind,
+        width,
+        height,
+        fps,
+        pixel_format,
+        valid: problems.len() == before,
     }
-    Some(source::Options {
-        kind: kind?,
-        width: width?,
-        height: height?,
-        fps: fps?,
-        pixel_format: pixel_format?,
-    })
+}
+
+/// `[ring]`'s values, each as far as it is valid by itself.
+struct RingParts {
+    frames: Option<usize>,
+    when_full: Option<Overflow>,
 }
 
 /// `[ring]`.
-fn ring(ring: &RawRing, problems: &mut Problems<'_>) -> Option<ring::Options> {
+fn ring(ring: &RawRing, problems: &mut Problems<'_>) -> RingParts {
     let frames = ring
         .frames
         .as_ref()
@@ -277,18 +310,16 @@ fn ring(ring: &RawRing, problems: &mut Problems<'_>) -> Option<ring::Options> {
         .map_or(Some(Overflow::DropOldest), |v| {
             one_of(v, "ring.when_full", &Overflow::ALL, problems)
         });
-    Some(ring::Options {
-        frames: frames?,
-        when_full: when_full?,
-    })
+    RingParts { frames, when_full }
 }
 
-/// `[snapshot]`: the schedule's `every`, and the encoders' options (their
-/// time zone and thread count are filled in from other sections).
-fn snapshot(
-    snapshot: &RawSnapshot,
-    problems: &mut Problems<'_>,
-) -> Option<(Every, encode::Options)> {
+/// `[snapshot]`: the file format as soon as it is valid, and once the whole
+/// section is, the schedule's `every` and the encoders' options (their time
+/// zone and thread count are filled in from other sections).
+type SnapshotParts = (ImageFormat, Option<(Every, encode::Options)>);
+
+/// `[snapshot]`.
+fn snapshot(snapshot: &RawSnapshot, problems: &mut Problems<'_>) -> Option<SnapshotParts> {
     let every = match &snapshot.every {
         Some(value) if value.get_ref() == "frame" => Some(Every::Frame),
         Some(value) => match parse_duration(value.get_ref()) {
@@ -360,18 +391,22 @@ fn snapshot(
             )
         });
     let passthrough = snapshot.passthrough.as_ref().is_none_or(|v| *v.get_ref());
-    Some((
-        every?,
-        encode::Options {
-            format: format?,
-            quality: quality?,
-            subsampling: subsampling?,
-            compression: compression?,
-            passthrough,
-            timezone: TimeZone::Utc,
-            threads: 1,
-        },
-    ))
+    let format = format?;
+    let options = || {
+        Some((
+            every?,
+            encode::Options {
+                format,
+                quality: quality?,
+                subsampling: subsampling?,
+                compression: compression?,
+                passthrough,
+                timezone: TimeZone::Utc,
+                threads: 1,
+            },
+        ))
+    };
+    Some((format, options()))
 }
 
 /// `[output]`.
@@ -503,12 +538,12 @@ fn encoder(encoder: &RawEncoder, problems: &mut Problems<'_>) -> Option<usize> {
 
 /// A camera cannot wait for the encoders: `block` is for files only.
 fn ring_fits_source(
-    source: &source::Options,
-    ring: &ring::Options,
+    kind_name: &str,
+    when_full: Option<Overflow>,
     raw_ring: &RawRing,
     problems: &mut Problems<'_>,
 ) {
-    if ring.when_full == Overflow::Block && !matches!(source.kind, Kind::Raw { .. }) {
+    if when_full == Some(Overflow::Block) && matches!(kind_name, "synthetic" | "camera") {
         problems.add(
             raw_ring.when_full.as_ref().map(|v| v.span()),
             "ring.when_full",
@@ -519,13 +554,13 @@ fn ring_fits_source(
 
 /// JPEG holds neither 16-bit samples nor alpha.
 fn format_holds_source(
-    source: &source::Options,
-    format: ImageFormat,
+    pixel_format: Option<PixelFormat>,
+    format: Option<ImageFormat>,
     raw_source: &RawSource,
     raw_snapshot: &RawSnapshot,
     problems: &mut Problems<'_>,
 ) {
-    if format != ImageFormat::Jpeg {
+    if format != Some(ImageFormat::Jpeg) {
         return;
     }
     let span = raw_snapshot
@@ -533,25 +568,33 @@ fn format_holds_source(
         .as_ref()
         .map(|v| v.span())
         .or(raw_source.pixel_format.as_ref().map(|v| v.span()));
-    match source.pixel_format {
-        PixelFormat::Gray16 => problems.add(span, "snapshot.format", "JPEG holds 8 bits a sample and would lose the low byte of gray16: use format = \"png\""),
-        PixelFormat::Rgba => problems.add(span, "snapshot.format", "JPEG cannot hold the alpha channel of rgba: use format = \"png\", or pixel_format = \"rgb\""),
+    match pixel_format {
+        Some(PixelFormat::Gray16) => problems.add(span, "snapshot.format", "JPEG holds 8 bits a sample and would lose the low byte of gray16: use format = \"png\""),
+        Some(PixelFormat::Rgba) => problems.add(span, "snapshot.format", "JPEG cannot hold the alpha channel of rgba: use format = \"png\", or pixel_format = \"rgb\""),
         _ => {}
     }
 }
 
 /// Every buffer is allocated up front: refuse a ring that cannot fit.
 fn ring_fits_memory(
-    source: &source::Options,
-    ring: &ring::Options,
-    threads: usize,
+    source: &SourceParts<'_>,
+    frames: Option<usize>,
+    threads: Option<usize>,
     raw_ring: &RawRing,
     problems: &mut Problems<'_>,
 ) {
-    let frame = source.buffer_capacity() as u64;
-    let buffers = ring::buffer_count(ring.frames, threads) as u64;
+    let (Some(pf), Some(w), Some(h), Some(frames), Some(threads)) = (
+        source.pixel_format,
+        source.width,
+        source.height,
+        frames,
+        threads,
+    ) else {
+        return;
+    };
+    let frame = pf.buffer_capacity(w, h) as u64;
+    let buffers = ring::buffer_count(frames, threads) as u64;
     if frame * buffers > ring::MAX_BYTES {
-        let (w, h, pf) = (source.width, source.height, source.pixel_format);
         problems.add(
             raw_ring.frames.as_ref().map(|v| v.span()),
             "ring.frames",
