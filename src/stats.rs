@@ -108,6 +108,8 @@ pub struct Stats {
     /// Files retention deleted to keep the quota, and their bytes.
     pub deleted_files: AtomicU64,
     pub deleted_bytes: AtomicU64,
+    /// Deletions that failed (the file stays and counts toward the quota).
+    pub delete_failed: AtomicU64,
 }
 
 impl Default for Stats {
@@ -134,6 +136,7 @@ impl Stats {
             manifest_limit: RateLimit::default(),
             deleted_files: AtomicU64::new(0),
             deleted_bytes: AtomicU64::new(0),
+            delete_failed: AtomicU64::new(0),
         }
     }
 
@@ -196,6 +199,7 @@ impl Stats {
             skipped_bytes: self.skipped_bytes.load(Relaxed),
             deleted_files: self.deleted_files.load(Relaxed),
             deleted_bytes: self.deleted_bytes.load(Relaxed),
+            delete_failed: self.delete_failed.load(Relaxed),
             elapsed: self.started.elapsed(),
         }
     }
@@ -215,6 +219,7 @@ pub struct Summary {
     pub skipped_bytes: u64,
     pub deleted_files: u64,
     pub deleted_bytes: u64,
+    pub delete_failed: u64,
     pub elapsed: Duration,
 }
 
@@ -257,6 +262,13 @@ impl fmt::Display for Summary {
                 ", deleted {} old files ({:.1} MiB)",
                 self.deleted_files,
                 self.deleted_bytes as f64 / (1 << 20) as f64
+            )?;
+        }
+        if self.delete_failed > 0 {
+            write!(
+                f,
+                ", failed to delete {} (the quota was exceeded)",
+                self.delete_failed
             )?;
         }
         write!(

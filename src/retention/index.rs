@@ -47,6 +47,8 @@ struct Dir {
 pub struct Removed {
     pub seq: u64,
     pub bytes: u64,
+    /// Seconds since the Unix epoch (as ordered by the index).
+    pub mtime: u64,
     /// Relative to the output directory, '/'-separated.
     pub path: String,
     /// The file's directory (relative), when no owned file is left in it.
@@ -190,6 +192,7 @@ impl Index {
                 entry.live = true;
                 let entry = *entry;
                 self.account(&entry);
+                self.order_ages(i);
                 return;
             }
         }
@@ -220,7 +223,7 @@ impl Index {
             self.arena.extend_from_slice(name.as_bytes());
             (at, name.len() as u8)
         };
-        let mut entry = Entry {
+        let entry = Entry {
             seq,
             bytes,
             mtime,
@@ -236,14 +239,33 @@ impl Index {
                 Some(last) if last.seq <= seq => self.entries.len(),
                 _ => self.entries.partition_point(|e| e.seq <= seq),
             };
-            if let Some(next) = self.entries.get(at) {
-                entry.mtime = entry.mtime.min(next.mtime);
-            }
             self.entries.insert(at, entry);
+            self.account(&entry);
+            self.order_ages(at);
         } else {
             self.entries.push_back(entry);
+            self.account(&entry);
         }
-        self.account(&entry);
+    }
+
+    /// Keeps ages from decreasing along seq around entry `i`: it is no
+    /// younger than the file after it, and no file before it is younger than
+    /// it. A file once written with the clock ahead (an mtime in the future)
+    /// or restored with a fresh mtime must not shield the files behind it
+    /// from `max_age`. Usually O(1): only out-of-order times walk back.
+    fn order_ages(&mut self, i: usize) {
+        if let Some(next) = self.entries.get(i + 1).map(|e| e.mtime) {
+            let entry = &mut self.entries[i];
+            entry.mtime = entry.mtime.min(next);
+        }
+        let mtime = self.entries[i].mtime;
+        for j in (0..i).rev() {
+            let before = &mut self.entries[j];
+            if before.mtime <= mtime {
+                break;
+            }
+            before.mtime = mtime;
+        }
     }
 
     fn account(&mut self, entry: &Entry) {
@@ -344,6 +366,7 @@ impl Index {
             return Some(Removed {
                 seq: entry.seq,
                 bytes: entry.bytes,
+                mtime: u64::from(entry.mtime),
                 path,
                 emptied_dir,
             });
@@ -379,6 +402,30 @@ mod tests {
 
     fn index(template: &str) -> Index {
         Index::new(&Template::parse(template).unwrap(), "cam0")
+    }
+
+    #[test]
+    fn a_future_mtime_never_shields_expired_files() {
+        use crate::retention::plan::{plan_deletions, Quota};
+        let mut idx = index("{seq}.{ext}");
+        let (now, day) = (1_800_000_000u64, 86_400u64);
+        // Written while the clock was a year ahead...
+        idx.insert(1, "0000000001.jpg", 10, now + 365 * day);
+        // ... then 22 files written after the clock was put right, 3 days ago.
+        for seq in 2..=23 {
+            idx.insert(seq, &format!("{seq:010}.jpg"), 10, now - 3 * day + seq);
+        }
+        // One more restored by hand with a fresh time, in the middle.
+        idx.insert(12, "0000000012.png", 10, now + 10 * day);
+        let ages: Vec<u64> = idx.oldest_first().map(|f| f.mtime).collect();
+        assert!(ages.windows(2).all(|w| w[0] <= w[1]), "{ages:?}");
+        let quota = Quota {
+            max_age: Some(std::time::Duration::from_secs(day)),
+            ..Quota::default()
+        };
+        let (count, _) = plan_deletions(idx.oldest_first(), idx.usage(), &quota, now, None, 0);
+        // All but the newest (always kept) are past max_age.
+        assert_eq!(count, 23);
     }
 
     #[test]

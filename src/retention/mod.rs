@@ -217,8 +217,11 @@ impl<'a> Retention<'a> {
                         self.enforce(0);
                     }
                     Ok(Request::MakeRoom { bytes, reply }) => {
-                        let freed = self.enforce(bytes);
-                        let _ = reply.send(freed > 0);
+                        let mut deleted = self.enforce(bytes);
+                        if deleted == 0 {
+                            deleted = self.free_inodes();
+                        }
+                        let _ = reply.send(deleted > 0);
                     }
                     Err(_) => break,
                 },
@@ -369,7 +372,7 @@ impl<'a> Retention<'a> {
     }
 
     /// Deletes the oldest files until every limit holds (and `extra` more
-    /// bytes are free). Returns the bytes freed.
+    /// bytes are free). Returns the files deleted.
     fn enforce(&mut self, extra: u64) -> u64 {
         let needs_space = self.quota.min_free.is_some() || extra > 0;
         let space = if needs_space {
@@ -386,30 +389,77 @@ impl<'a> Retention<'a> {
             space,
             extra,
         );
-        let reason = reason.unwrap_or(Reason::DiskFull);
-        let mut freed = 0;
+        self.delete_oldest(count as u64, reason.unwrap_or(Reason::DiskFull))
+    }
+
+    /// Deletes up to `count` of the oldest files; returns how many went.
+    /// A file that cannot be deleted stays in the index (it still takes
+    /// room) and is tried again next time; the failure is logged.
+    fn delete_oldest(&mut self, count: u64, reason: Reason) -> u64 {
+        /// Failures after which this round gives up (a read-only
+        /// filesystem fails every file alike).
+        const MAX_FAILURES: usize = 8;
+        let sizes_known = self.quota.needs_file_facts();
+        let mut deleted = 0;
+        let mut failed = Vec::new();
         for _ in 0..count {
             let Some(removed) = self.index.pop_oldest() else {
                 break;
             };
             let path = self.root.join(&removed.path);
+            // Sizes are not tracked for max_files alone: read this one's, so
+            // the summary says what was freed.
+            let bytes = if sizes_known {
+                removed.bytes
+            } else {
+                std::fs::symlink_metadata(&path).map_or(0, |m| m.len())
+            };
             match std::fs::remove_file(&path) {
                 Ok(()) => {
-                    freed += removed.bytes;
+                    deleted += 1;
                     self.stats.deleted_files.fetch_add(1, Ordering::Relaxed);
-                    self.stats
-                        .deleted_bytes
-                        .fetch_add(removed.bytes, Ordering::Relaxed);
+                    self.stats.deleted_bytes.fetch_add(bytes, Ordering::Relaxed);
                     tracing::debug!(seq = removed.seq, path = %path.display(), reason = reason.name(), "file deleted");
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => self.log_error(&format!("cannot delete {}", path.display()), &e),
+                Err(e) => {
+                    self.stats.delete_failed.fetch_add(1, Ordering::Relaxed);
+                    self.log_error(
+                        &format!(
+                            "cannot delete {}; the quota is exceeded until it can be",
+                            path.display()
+                        ),
+                        &e,
+                    );
+                    failed.push(removed);
+                    if failed.len() >= MAX_FAILURES {
+                        break;
+                    }
+                    continue;
+                }
             }
             if let Some(dir) = removed.emptied_dir {
                 self.remove_empty_dirs(&dir);
             }
         }
-        freed
+        for file in failed {
+            self.index
+                .insert(file.seq, &file.path, file.bytes, file.mtime);
+        }
+        deleted
+    }
+
+    /// A write found the disk full with bytes to spare: the filesystem is
+    /// out of inodes, which deleting by size never helps. Deletes the
+    /// oldest few files to free some. Returns how many went.
+    fn free_inodes(&mut self) -> u64 {
+        const FILES: u64 = 16;
+        let out_of_inodes = rustix::fs::statvfs(&self.root).is_ok_and(|st| st.f_favail == 0);
+        if !out_of_inodes {
+            return 0;
+        }
+        let keep_newest = self.index.usage().files.saturating_sub(1);
+        self.delete_oldest(FILES.min(keep_newest), Reason::DiskFull)
     }
 
     /// Removes `relative` and its parents while they are empty (never the
