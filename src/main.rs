@@ -90,13 +90,29 @@ fn report_config_error(error: &ConfigError) -> ExitCode {
     Exit::Config.into()
 }
 
+/// `RUST_LOG`, or INFO. notify logs its routine inotify bookkeeping at INFO
+/// (a line per directory removed): kept to warnings unless `RUST_LOG` names
+/// notify itself.
+fn log_filter() -> tracing_subscriber::EnvFilter {
+    use tracing_subscriber::EnvFilter;
+    let spec = std::env::var(EnvFilter::DEFAULT_ENV).unwrap_or_default();
+    let filter = match EnvFilter::try_new(&spec) {
+        Ok(filter) if !spec.trim().is_empty() => filter,
+        _ => EnvFilter::new("info"),
+    };
+    if spec.contains("notify") {
+        return filter;
+    }
+    match "notify=warn".parse() {
+        Ok(directive) => filter.add_directive(directive),
+        Err(_) => filter,
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
+        .with_env_filter(log_filter())
         .with_target(false)
         .with_ansi(std::io::stderr().is_terminal())
         // A log line that cannot be written (stderr closed, disk full under a

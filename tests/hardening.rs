@@ -84,3 +84,35 @@ fn a_ring_larger_than_the_memory_limit_is_an_error_naming_ring_frames() {
     assert!(text.contains("ring.frames = 1"), "{text}");
     assert!(text.contains("MiB"), "{text}");
 }
+
+#[test]
+fn per_second_directories_keep_the_quota_and_report_the_bytes_deleted() {
+    let env = Env::new();
+    env.config(
+        "[source]\nwidth = 320\nheight = 240\nfps = 15\n[snapshot]\nevery = \"frame\"\n\
+         [output]\ndir = \"{out}\"\nname = \"{time:%H%M%S}/{seq}.{ext}\"\n\
+         [retention]\nmax_files = 10\n",
+    );
+    let output = env.record(&["--duration", "4s"]);
+    let log = stderr(&output);
+    assert!(
+        !log.contains("watch descriptor"),
+        "the watcher's bookkeeping reached the log:\n{log}"
+    );
+    let kept = env.images();
+    assert!(kept.len() <= 10, "{} files kept", kept.len());
+    // The bytes of every file written and no longer there.
+    let deleted: u64 = env
+        .manifest()
+        .iter()
+        .filter(|line| !env.out().join(line["path"].as_str().unwrap()).exists())
+        .map(|line| line["bytes"].as_u64().unwrap())
+        .sum();
+    assert!(deleted > 0);
+    let expected = format!("({:.1} MiB)", deleted as f64 / (1 << 20) as f64);
+    let line = summary_line(&output);
+    assert!(
+        line.contains(&format!("old files {expected}")),
+        "{line} (expected {expected})"
+    );
+}

@@ -268,6 +268,25 @@ impl<'a> Retention<'a> {
         );
     }
 
+    /// Records the owned files in the directory `path`, `level` levels
+    /// below the output directory, and below it down to the files' level.
+    fn record_tree(&mut self, path: &Path, level: usize) {
+        let Ok(entries) = std::fs::read_dir(path) else {
+            return; // gone already, or unreadable: the next rescan decides
+        };
+        for entry in entries.flatten() {
+            let Ok(kind) = entry.file_type() else {
+                continue;
+            };
+            let path = entry.path();
+            if kind.is_dir() && level + 1 < self.depth {
+                self.record_tree(&path, level + 1);
+            } else if kind.is_file() {
+                self.record(&path);
+            }
+        }
+    }
+
     /// Whether `relative` names something above the files' level, where the
     /// template has directories (the manifest, lock and hidden names aside).
     fn is_directory_level(&self, relative: &str) -> bool {
@@ -339,8 +358,10 @@ impl<'a> Retention<'a> {
             if self.matcher.seq(&relative).is_some() {
                 self.record(path);
             } else if self.is_directory_level(&relative) && path.is_dir() {
-                // A directory moved in may hold owned files.
-                self.rescan_at.get_or_insert(Instant::now() + RESCAN_DELAY);
+                // A directory made (by us: one per day, hour or second, as
+                // the template says) or moved in: it may hold owned files
+                // already. Look in it alone, not the whole tree.
+                self.record_tree(path, relative.split('/').count());
             }
         }
     }
