@@ -116,3 +116,99 @@ fn per_second_directories_keep_the_quota_and_report_the_bytes_deleted() {
         "{line} (expected {expected})"
     );
 }
+
+/// A synthetic camera `camera` writing every frame into `out` with `name`.
+fn camera_config(env: &Env, file: &str, camera: &str, name: &str, extra: &str) -> String {
+    let text = format!(
+        "camera = \"{camera}\"\n[source]\nwidth = 32\nheight = 16\nfps = 50\n\
+         [snapshot]\nevery = \"frame\"\n[output]\ndir = \"{}\"\nname = \"{name}\"\n{extra}\n",
+        env.out().display()
+    );
+    env.input(file, text.as_bytes())
+        .to_str()
+        .unwrap()
+        .to_owned()
+}
+
+fn seqs_in_manifest(env: &Env, camera: &str) -> Vec<u64> {
+    env.manifest()
+        .iter()
+        .filter(|line| line["camera"] == camera)
+        .map(|line| line["seq"].as_u64().unwrap())
+        .collect()
+}
+
+#[test]
+fn numbers_never_repeat_without_a_manifest_after_the_images_are_deleted() {
+    let env = Env::new();
+    let config = camera_config(&env, "a.toml", "cam0", "{seq}.{ext}", "manifest = false");
+    assert_success(&env.run(&["run", "--config", &config, "--frames", "5"]));
+    let first: Vec<u64> = env.images().iter().map(|n| seq_of(n)).collect();
+    assert_eq!(first.len(), 5);
+    for name in env.images() {
+        std::fs::remove_file(env.out().join(name)).unwrap();
+    }
+    assert_success(&env.run(&["run", "--config", &config, "--frames", "3"]));
+    let second: Vec<u64> = env.images().iter().map(|n| seq_of(n)).collect();
+    let highest = *first.iter().max().unwrap();
+    assert!(
+        second.iter().all(|&seq| seq > highest),
+        "numbers reused: {first:?} then {second:?}"
+    );
+    assert_eq!(
+        second.iter().min(),
+        Some(&(highest + 1)),
+        "numbering jumped"
+    );
+}
+
+#[test]
+fn a_shared_manifest_full_of_another_camera_never_resets_numbering() {
+    let env = Env::new();
+    let name = "{camera}-{seq}.{ext}";
+    let a = camera_config(&env, "a.toml", "a", name, "");
+    assert_success(&env.run(&["run", "--config", &a, "--frames", "4"]));
+    // Another camera appends far more than the tail that is read back.
+    let b = camera_config(&env, "b.toml", "b", name, "");
+    assert_success(&env.run(&["run", "--config", &b, "--frames", "400"]));
+    for image in env.images().iter().filter(|n| n.starts_with("a-")) {
+        std::fs::remove_file(env.out().join(image)).unwrap();
+    }
+    assert_success(&env.run(&["run", "--config", &a, "--frames", "2"]));
+    assert_eq!(seqs_in_manifest(&env, "a"), [1, 2, 3, 4, 5, 6]);
+}
+
+#[test]
+fn cameras_whose_names_could_collide_cannot_share_a_directory() {
+    let env = Env::new();
+    // No {camera} in the name: two cameras would write the same names.
+    let a = camera_config(&env, "a.toml", "a", "{seq}.{ext}", "");
+    let b = camera_config(&env, "b.toml", "b", "{camera}-{seq}.{ext}", "");
+    let mut first = Command::new(BIN)
+        .args(["run", "--config", &a])
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    env.wait_for_lock("a");
+    let second = env.run(&["run", "--config", &b, "--frames", "1"]);
+    signal(&first, "TERM");
+    wait_with_timeout(&mut first, Duration::from_secs(30));
+    assert_eq!(second.status.code(), Some(1), "{}", stderr(&second));
+    assert!(stderr(&second).contains("{camera}"), "{}", stderr(&second));
+    // Templates that cannot tell cameras apart are refused by check.
+    for name in ["{seq}{camera}.{ext}", "{camera}-{time:%Z}-{seq}.{ext}"] {
+        let config = camera_config(&env, "c.toml", "c", name, "");
+        let output = env.run(&["check", "--config", &config]);
+        assert_eq!(
+            output.status.code(),
+            Some(78),
+            "{name}: {}",
+            stderr(&output)
+        );
+        assert!(
+            stderr(&output).contains("output.name"),
+            "{}",
+            stderr(&output)
+        );
+    }
+}

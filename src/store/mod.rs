@@ -10,6 +10,7 @@
 //! files durably; the `manifest` gets a line per file once it is durable.
 
 pub(crate) mod manifest;
+mod mark;
 pub mod naming;
 pub(crate) mod write;
 
@@ -21,6 +22,7 @@ use std::time::SystemTime;
 
 use crate::frame::TimeZone;
 use manifest::Manifest;
+use mark::SeqMark;
 use naming::{NameMatcher, Template};
 
 /// Where and how files are written (`[output]`).
@@ -58,6 +60,8 @@ pub(crate) enum StoreError {
         dir: PathBuf,
         lock: PathBuf,
     },
+    #[error("another framerec is recording into {dir} (lock {lock} is held) and one of the two has an output.name without {{camera}}, so their file names could collide; give each camera's template a {{camera}}, or use another output.dir")]
+    DirLocked { dir: PathBuf, lock: PathBuf },
     #[error("cannot take the lock {path}")]
     Lock {
         path: PathBuf,
@@ -72,6 +76,8 @@ pub(crate) enum StoreError {
     },
     #[error("sequence numbers in {dir} are exhausted (a file or manifest line has number {highest}); use a new output.dir or camera")]
     SeqExhausted { dir: PathBuf, highest: u64 },
+    #[error(transparent)]
+    Mark(#[from] mark::MarkError),
     #[error("cannot open the manifest in {dir}")]
     Manifest {
         dir: PathBuf,
@@ -108,8 +114,11 @@ pub(crate) struct Store {
     pub(crate) file_mode: u32,
     pub(crate) dir_mode: u32,
     pub(crate) manifest: Option<Manifest>,
-    /// Held for the life of the store: released when the process ends.
-    _lock: File,
+    /// Numbers used, kept apart from the images and the manifest.
+    pub(crate) mark: SeqMark,
+    /// The directory's lock and the camera's, held for the life of the
+    /// store: released when the process ends.
+    _locks: [File; 2],
 }
 
 impl Store {
@@ -135,33 +144,38 @@ impl Store {
                 path: dir.clone(),
                 source,
             })?;
-        let lock_path = dir.join(format!(".framerec-{camera}.lock"));
-        let lock = File::options()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .mode(out.file_mode)
-            .open(&lock_path)
-            .map_err(|source| StoreError::Lock {
-                path: lock_path.clone(),
-                source,
+        // What this recorder may write: its camera's names, or with no
+        // {camera} in the template, any name in the directory. The
+        // directory's lock is shared by recorders whose names include their
+        // camera, and taken whole by one whose names do not.
+        let has_camera = out.name.has_camera();
+        let dir_lock =
+            take_lock(&dir.join(DIR_LOCK), !has_camera, out.file_mode).map_err(|e| match e {
+                LockFailure::Held(lock) => StoreError::DirLocked {
+                    dir: dir.clone(),
+                    lock,
+                },
+                LockFailure::Io(path, source) => StoreError::Lock { path, source },
             })?;
-        match lock.try_lock() {
-            Ok(()) => {}
-            Err(fs::TryLockError::WouldBlock) => {
-                return Err(StoreError::Locked {
-                    camera: camera.to_owned(),
-                    dir,
-                    lock: lock_path,
-                })
-            }
-            Err(fs::TryLockError::Error(source)) => {
-                return Err(StoreError::Lock {
-                    path: lock_path,
-                    source,
-                })
-            }
-        }
+        let lock = take_lock(
+            &dir.join(format!(".framerec-{camera}.lock")),
+            true,
+            out.file_mode,
+        )
+        .map_err(|e| match e {
+            LockFailure::Held(lock) => StoreError::Locked {
+                camera: camera.to_owned(),
+                dir: dir.clone(),
+                lock,
+            },
+            LockFailure::Io(path, source) => StoreError::Lock { path, source },
+        })?;
+        let mark_name = if has_camera {
+            format!(".framerec-{camera}.seq")
+        } else {
+            ".framerec.seq".to_owned()
+        };
+        let (mark, marked) = SeqMark::open(&dir, &mark_name, out.fsync, out.file_mode)?;
         let matcher = out.name.matcher(camera, &EXTENSIONS);
         let mut found = scan(&dir, out.name.depth(), &matcher, Sweep::TempFiles, visitor).map_err(
             |source| StoreError::Scan {
@@ -180,6 +194,7 @@ impl Store {
         } else {
             None
         };
+        found.highest_seq = found.highest_seq.max(Some(marked).filter(|&m| m > 0));
         if found.highest_seq == Some(u64::MAX) {
             return Err(StoreError::SeqExhausted {
                 dir,
@@ -196,7 +211,8 @@ impl Store {
                 file_mode: out.file_mode,
                 dir_mode: out.dir_mode,
                 manifest,
-                _lock: lock,
+                mark,
+                _locks: [dir_lock, lock],
             },
             found,
         ))
@@ -206,12 +222,14 @@ impl Store {
         &self.dir
     }
 
-    /// Syncs the manifest (at shutdown).
+    /// At shutdown: syncs the manifest and writes the exact sequence mark.
     pub(crate) fn finish(&self) -> io::Result<()> {
+        let mark = self.mark.finish();
         match &self.manifest {
             Some(m) => m.sync(),
             None => Ok(()),
-        }
+        }?;
+        mark
     }
 }
 
@@ -224,6 +242,39 @@ pub struct Owned<'a> {
     pub bytes: u64,
     /// Modification time, seconds since the Unix epoch.
     pub mtime: u64,
+}
+
+/// The lock every recorder in a directory takes: shared when its names
+/// include its camera, whole when they do not.
+const DIR_LOCK: &str = ".framerec.lock";
+
+enum LockFailure {
+    /// Another process holds it.
+    Held(PathBuf),
+    Io(PathBuf, io::Error),
+}
+
+/// Opens (creating) the lock file at `path` and locks it, `exclusive` or
+/// shared, without waiting. A symlink there is refused, not followed.
+fn take_lock(path: &Path, exclusive: bool, mode: u32) -> Result<File, LockFailure> {
+    let lock = File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .mode(mode)
+        .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
+        .open(path)
+        .map_err(|e| LockFailure::Io(path.to_owned(), e))?;
+    let locked = if exclusive {
+        lock.try_lock()
+    } else {
+        lock.try_lock_shared()
+    };
+    match locked {
+        Ok(()) => Ok(lock),
+        Err(fs::TryLockError::WouldBlock) => Err(LockFailure::Held(path.to_owned())),
+        Err(fs::TryLockError::Error(e)) => Err(LockFailure::Io(path.to_owned(), e)),
+    }
 }
 
 /// Hears of each owned file a [`scan`] finds.

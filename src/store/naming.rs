@@ -15,6 +15,11 @@ use regex::Regex;
 
 use crate::frame::TimeZone;
 
+/// The longest file or directory name Linux filesystems take (NAME_MAX).
+pub const NAME_MAX: usize = 255;
+/// The longest camera name (`camera` in the config).
+pub const MAX_CAMERA_LEN: usize = 64;
+
 /// The digits `{seq}` is padded to when no width is given.
 pub(crate) const DEFAULT_SEQ_WIDTH: usize = 10;
 
@@ -39,6 +44,10 @@ pub enum TemplateError {
     Ambiguous,
     #[error("the template is empty")]
     Empty,
+    #[error("{{time:{0}}} cannot be read back exactly and shares a file or directory name with {{camera}}: one camera's files could be taken for another's; put it in a part of its own (between '/') or use numeric fields")]
+    LooseBesideCamera(String),
+    #[error("a rendered name has a part of {len} bytes ({name}); filesystems allow {NAME_MAX}: shorten the template or the camera name")]
+    TooLong { name: String, len: usize },
     #[error(
         "a rendered name would leave the output directory ({0}): use relative names without '..'"
     )]
@@ -51,8 +60,14 @@ pub enum TemplateError {
 enum Part {
     Literal(String),
     Camera,
-    Seq { width: usize },
-    Time { items: Vec<Item<'static>> },
+    Seq {
+        width: usize,
+    },
+    Time {
+        items: Vec<Item<'static>>,
+        /// As written, for messages.
+        format: String,
+    },
     Ext,
 }
 
@@ -98,17 +113,23 @@ impl Template {
             return Err(TemplateError::NoSeq);
         }
         // {seq}'s digits must be told apart from their neighbours' when names
-        // are read back: no two numbers of varying width side by side.
+        // are read back: no two numbers of varying width in one run of digits.
+        if two_varying_numbers_touch(&parts) {
+            return Err(TemplateError::Ambiguous);
+        }
         for pair in parts.windows(2) {
             let ambiguous = match pair {
-                [Part::Seq { .. }, Part::Seq { .. }] => true,
-                [Part::Time { items }, Part::Seq { .. }] => varying_digits_at(items, false),
-                [Part::Seq { .. }, Part::Time { items }] => varying_digits_at(items, true),
                 // A camera name may end in digits ("cam1"): "cam" + "1..." would
                 // read as another camera's files.
                 [Part::Camera, Part::Seq { .. }] => true,
-                [Part::Camera, Part::Time { items }] => {
+                [Part::Camera, Part::Time { items, .. }] => {
                     matches!(items.first(), Some(Item::Numeric(..)))
+                }
+                // ... and begin with them ("5x"): "...15" + "x" would too.
+                [Part::Seq { .. }, Part::Camera] => true,
+                [Part::Time { items, .. }, Part::Camera] => {
+                    varying_digits_at(items, false)
+                        || matches!(items.last(), Some(Item::Fixed(Fixed::Nanosecond)))
                 }
                 _ => false,
             };
@@ -116,12 +137,23 @@ impl Template {
                 return Err(TemplateError::Ambiguous);
             }
         }
+        // A field read back loosely (a time zone name, a locale's format)
+        // could swallow part of another camera's name beside it.
+        if let Some(item) = loose_item_beside_camera(&parts) {
+            return Err(TemplateError::LooseBesideCamera(item));
+        }
         let template = Template {
             source: source.to_owned(),
             parts,
         };
         template.check_paths()?;
         Ok(template)
+    }
+
+    /// Whether names include the camera's (else every camera renders the
+    /// same names, and the directory is one namespace).
+    pub(crate) fn has_camera(&self) -> bool {
+        self.parts.iter().any(|p| matches!(p, Part::Camera))
     }
 
     /// The template as written in the config.
@@ -196,8 +228,12 @@ impl Template {
     }
 
     /// Renders a few sample names (different times, large sequence numbers)
-    /// and refuses templates whose names could escape the directory.
+    /// and refuses templates whose names could escape the directory, be
+    /// hidden, or be too long for a filesystem (with the longest camera name).
     fn check_paths(&self) -> Result<(), TemplateError> {
+        if self.source.starts_with('/') {
+            return Err(TemplateError::LeavesDir(self.source.clone()));
+        }
         let samples = [
             (1, SystemTime::UNIX_EPOCH),
             (
@@ -208,13 +244,16 @@ impl Template {
                 42,
                 SystemTime::UNIX_EPOCH + std::time::Duration::new(1_700_000_000, 45_793_908),
             ),
+            // A Wednesday in September: the longest English day and month.
+            (
+                7,
+                SystemTime::UNIX_EPOCH + std::time::Duration::new(1_726_654_000, 0),
+            ),
         ];
+        let longest_camera = "c".repeat(MAX_CAMERA_LEN);
         let mut name = String::new();
         for (seq, time) in samples {
             self.render("cam0", seq, time, TimeZone::Utc, "jpg", &mut name);
-            if name.starts_with('/') {
-                return Err(TemplateError::LeavesDir(name));
-            }
             for component in name.split('/') {
                 if component == ".." {
                     return Err(TemplateError::LeavesDir(name));
@@ -222,6 +261,14 @@ impl Template {
                 if component.is_empty() || component.starts_with('.') || component.contains('\0') {
                     return Err(TemplateError::BadComponent(name));
                 }
+            }
+            self.render(&longest_camera, seq, time, TimeZone::Utc, "jpg", &mut name);
+            // The temp file's name is the longest: '.' + name + ".tmp".
+            if let Some(long) = name.split('/').find(|c| c.len() + 5 > NAME_MAX) {
+                return Err(TemplateError::TooLong {
+                    len: long.len() + 5,
+                    name: long.to_owned(),
+                });
             }
         }
         Ok(())
@@ -244,7 +291,7 @@ impl Template {
                         seq_seen = true;
                     }
                 }
-                Part::Time { items } => {
+                Part::Time { items, .. } => {
                     for item in items {
                         pattern.push_str(&item_pattern(item));
                     }
@@ -286,7 +333,7 @@ fn render_parts(
                 Ok(())
             }
             Part::Seq { width } => write!(out, "{seq:0width$}"),
-            Part::Time { items } => {
+            Part::Time { items, .. } => {
                 let utc: DateTime<Utc> = captured_at.into();
                 match tz {
                     TimeZone::Utc => write!(out, "{}", utc.format_with_items(items.iter())),
@@ -335,7 +382,10 @@ fn parse_placeholder(inner: &str) -> Result<Part, TemplateError> {
             if format.is_empty() || items.iter().any(|i| matches!(i, Item::Error)) {
                 return Err(TemplateError::TimeFormat(format.to_owned()));
             }
-            Ok(Part::Time { items })
+            Ok(Part::Time {
+                items,
+                format: format.to_owned(),
+            })
         }
         _ => Err(TemplateError::UnknownPlaceholder(inner.to_owned())),
     }
@@ -357,8 +407,57 @@ fn item_pattern(item: &Item<'_>) -> String {
         Item::Fixed(Fixed::Nanosecond6) => r"\.[0-9]{6}".into(),
         Item::Fixed(Fixed::Nanosecond9) => r"\.[0-9]{9}".into(),
         Item::Fixed(Fixed::Nanosecond) => r"(?:\.[0-9]+)?".into(),
-        _ => "[^/]+?".into(),
+        Item::Fixed(Fixed::ShortMonthName) => {
+            "(?:Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec)".into()
+        }
+        Item::Fixed(Fixed::LongMonthName) => "(?:January|February|March|April|May|June|July|August|September|October|November|December)".into(),
+        Item::Fixed(Fixed::ShortWeekdayName) => "(?:Mon|Tue|Wed|Thu|Fri|Sat|Sun)".into(),
+        Item::Fixed(Fixed::LongWeekdayName) => {
+            "(?:Monday|Tuesday|Wednesday|Thursday|Friday|Saturday|Sunday)".into()
+        }
+        Item::Fixed(Fixed::LowerAmPm) => "(?:am|pm)".into(),
+        Item::Fixed(Fixed::UpperAmPm) => "(?:AM|PM)".into(),
+        Item::Fixed(
+            Fixed::TimezoneOffset
+            | Fixed::TimezoneOffsetColon
+            | Fixed::TimezoneOffsetDoubleColon
+            | Fixed::TimezoneOffsetTripleColon,
+        ) => "[+-][0-9]{2}(?::?[0-9]{2}){0,2}".into(),
+        Item::Fixed(Fixed::TimezoneOffsetZ | Fixed::TimezoneOffsetColonZ) => {
+            "(?:Z|[+-][0-9]{2}(?::?[0-9]{2}){0,2})".into()
+        }
+        _ => LOOSE.into(),
     }
+}
+
+/// What a field nobody can read back exactly matches.
+const LOOSE: &str = "[^/]+?";
+
+/// The first time placeholder with a field read back loosely (such as `%Z`)
+/// that shares a path component with `{camera}`, as written.
+fn loose_item_beside_camera(parts: &[Part]) -> Option<String> {
+    let mut component_has_camera = false;
+    let mut loose: Option<String> = None;
+    for part in parts {
+        match part {
+            Part::Literal(s) if s.contains('/') => {
+                if component_has_camera && loose.is_some() {
+                    return loose;
+                }
+                // A new component starts after the last '/'.
+                component_has_camera = false;
+                loose = None;
+            }
+            Part::Camera => component_has_camera = true,
+            Part::Time { items, format } if items.iter().any(|i| item_pattern(i) == LOOSE) => {
+                loose.get_or_insert_with(|| format.clone());
+            }
+            _ => {}
+        }
+    }
+    (component_has_camera && loose.is_some())
+        .then_some(loose)
+        .flatten()
 }
 
 /// The digits a numeric time field always takes, or `None` when it varies
@@ -380,6 +479,76 @@ fn numeric_width(numeric: &Numeric) -> Option<usize> {
         Numeric::Nanosecond => 9,
         _ => return None,
     })
+}
+
+/// Whether two numbers of varying width (`{seq}` once it outgrows its
+/// width, years, Unix times, unpadded fields) fall into one run of digits,
+/// with only fixed-width digits between them: their digits could not be
+/// told apart when a name is read back.
+fn two_varying_numbers_touch(parts: &[Part]) -> bool {
+    /// Numbers of varying width in the current run of digits.
+    struct Run(usize);
+    impl Run {
+        /// Text: any non-digit in it ends the run.
+        fn text(&mut self, text: &str) {
+            if text.chars().any(|c| !c.is_ascii_digit()) {
+                self.0 = 0;
+            }
+        }
+        /// A number; true once two of varying width touch.
+        fn number(&mut self, varying: bool) -> bool {
+            self.0 += usize::from(varying);
+            self.0 >= 2
+        }
+    }
+    let mut run = Run(0);
+    for part in parts {
+        let touching = match part {
+            Part::Seq { .. } => run.number(true),
+            Part::Literal(text) => {
+                run.text(text);
+                false
+            }
+            Part::Camera | Part::Ext => {
+                run.text("-");
+                false
+            }
+            Part::Time { items, .. } => items.iter().any(|item| match item {
+                Item::Numeric(numeric, pad) => {
+                    run.number(numeric_width(numeric).is_none() || *pad == Pad::None)
+                }
+                Item::Literal(text) | Item::Space(text) => {
+                    run.text(text);
+                    false
+                }
+                Item::OwnedLiteral(text) | Item::OwnedSpace(text) => {
+                    run.text(text);
+                    false
+                }
+                // '.' then digits: the dot ends the run first.
+                Item::Fixed(Fixed::Nanosecond) => {
+                    run.text(".");
+                    run.number(true)
+                }
+                Item::Fixed(Fixed::Nanosecond3 | Fixed::Nanosecond6 | Fixed::Nanosecond9) => {
+                    run.text(".");
+                    false
+                }
+                // Read back loosely: it may take digits too.
+                other if item_pattern(other) == LOOSE => run.number(true),
+                // Names (months, days, AM/PM) and offsets start with a
+                // letter or a sign.
+                _ => {
+                    run.text("-");
+                    false
+                }
+            }),
+        };
+        if touching {
+            return true;
+        }
+    }
+    false
 }
 
 /// Whether a time part begins (`first`) or ends with digits of varying
@@ -573,5 +742,138 @@ mod tests {
         assert_eq!(tmp, ".cam0-0000000001.jpg.tmp");
         assert_eq!(final_name_of_temp(&tmp), Some("cam0-0000000001.jpg"));
         assert_eq!(final_name_of_temp("cam0-0000000001.jpg"), None);
+    }
+
+    #[test]
+    fn refuses_templates_that_cannot_tell_cameras_apart() {
+        for template in [
+            "{seq}{camera}.{ext}",
+            "{time:%s}{camera}-{seq}.{ext}",
+            "{time:%H%M%S%.f}{camera}-{seq}.{ext}",
+            "{camera}-{time:%Z}-{seq}.{ext}",
+        ] {
+            assert!(
+                matches!(
+                    Template::parse(template),
+                    Err(TemplateError::Ambiguous | TemplateError::LooseBesideCamera(_))
+                ),
+                "{template}"
+            );
+        }
+        // A loose field in a part of its own is fine.
+        assert!(Template::parse("{camera}/{time:%Z}/{camera}-{seq}.{ext}").is_ok());
+    }
+
+    #[test]
+    fn path_problems_are_named_for_what_they_are() {
+        // Nanoseconds render nothing when they are 0: an empty part, not an escape.
+        assert!(matches!(
+            Template::parse("{time:%.f}/{seq}.{ext}"),
+            Err(TemplateError::BadComponent(_))
+        ));
+        assert!(Template::parse("{time:%H%M%S%.f}-{seq}.{ext}").is_ok());
+        assert!(matches!(
+            Template::parse("/srv/{seq}.{ext}"),
+            Err(TemplateError::LeavesDir(_))
+        ));
+        let long = format!("{}-{{seq}}.{{ext}}", "x".repeat(250));
+        assert!(matches!(
+            Template::parse(&long),
+            Err(TemplateError::TooLong { .. })
+        ));
+        // With the longest camera name (64) the part would be too long.
+        let near = format!("{}{{camera}}-{{seq}}.{{ext}}", "x".repeat(170));
+        assert!(matches!(
+            Template::parse(&near),
+            Err(TemplateError::TooLong { .. })
+        ));
+    }
+
+    mod cameras_apart {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn token() -> impl Strategy<Value = String> {
+            prop_oneof![
+                Just("{camera}".to_owned()),
+                Just("{seq}".to_owned()),
+                Just("{seq:3}".to_owned()),
+                prop::sample::select(vec![
+                    "%Y",
+                    "%m%d",
+                    "%H%M%S",
+                    "%b",
+                    "%a",
+                    "%s",
+                    "%.3f",
+                    "%.f",
+                    "%Y-%m-%d",
+                    "%Z",
+                    "%p",
+                    "%j",
+                    "%H%M%S%.3f",
+                    "%B%e",
+                    "%y%m%d_%H",
+                ])
+                .prop_map(|f| format!("{{time:{f}}}")),
+                prop::sample::select(vec!["-", "_", ".", "img", "x", "5", "a-b", "c.d", "9_"])
+                    .prop_map(str::to_owned),
+            ]
+        }
+
+        fn template() -> impl Strategy<Value = String> {
+            prop::collection::vec(prop::collection::vec(token(), 1..4), 1..4).prop_map(
+                |components| {
+                    let mut parts: Vec<String> =
+                        components.into_iter().map(|c| c.concat()).collect();
+                    let last = parts.last_mut().expect("at least one component");
+                    if !last.contains("{seq") {
+                        last.push_str("-{seq}");
+                    }
+                    last.push_str(".{ext}");
+                    let mut template = parts.join("/");
+                    if !template.contains("{camera}") {
+                        template.insert_str(0, "{camera}_");
+                    }
+                    template
+                },
+            )
+        }
+
+        fn camera() -> impl Strategy<Value = String> {
+            "[A-Za-z0-9][A-Za-z0-9._-]{0,7}"
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(3000))]
+            /// No name rendered for one camera is taken for another camera's,
+            /// and each camera reads its own names back, for every template
+            /// that is accepted and has `{camera}` in it. (Templates without
+            /// `{camera}` share one namespace: the lock covers the directory.)
+            #[test]
+            fn no_camera_reads_another_cameras_names(
+                template in template(),
+                a in camera(),
+                b in camera(),
+                seq in prop_oneof![0u64..2000, any::<u64>()],
+                secs in 0u64..4_102_444_800,
+                nanos in prop_oneof![Just(0u32), 0u32..1_000_000_000],
+                ext in prop::sample::select(vec!["jpg", "png"]),
+            ) {
+                prop_assume!(a != b);
+                let Ok(parsed) = Template::parse(&template) else {
+                    return Ok(());
+                };
+                let time = at(secs, nanos);
+                let mut name = String::new();
+                parsed.render(&b, seq, time, TimeZone::Utc, ext, &mut name);
+                let matcher_a = parsed.matcher(&a, &EXTENSIONS_FOR_TESTS);
+                prop_assert_eq!(matcher_a.seq(&name), None, "{} for {} read as {}'s", name, b, a);
+                let matcher_b = parsed.matcher(&b, &EXTENSIONS_FOR_TESTS);
+                prop_assert_eq!(matcher_b.seq(&name), Some(seq), "{} not read back", name);
+            }
+        }
+
+        const EXTENSIONS_FOR_TESTS: [&str; 2] = ["jpg", "png"];
     }
 }

@@ -167,8 +167,15 @@ impl<'s> Writer<'s> {
                 }
             });
         drop(file);
+        // The mark must cover this number before the file can be seen.
+        let marked = written.and_then(|()| {
+            store.mark.cover(info.seq).map_err(io_error(
+                "record the sequence number of",
+                final_path.clone(),
+            ))
+        });
         let renamed =
-            written.and_then(|()| rename_no_replace(dir_file, temp, file_name, &final_path));
+            marked.and_then(|()| rename_no_replace(dir_file, temp, file_name, &final_path));
         if let Err(e) = renamed {
             let _ = rustix::fs::unlinkat(dir_file, temp.as_str(), rustix::fs::AtFlags::empty());
             return Err(e);
