@@ -212,3 +212,30 @@ fn cameras_whose_names_could_collide_cannot_share_a_directory() {
         );
     }
 }
+
+#[test]
+fn a_run_where_every_write_fails_exits_1() {
+    let env = Env::new();
+    env.config("[snapshot]\nevery = \"frame\"\n[source]\nwidth = 32\nheight = 16\n");
+    // The camera's directory is taken by a file: every write fails.
+    std::fs::create_dir_all(env.out()).unwrap();
+    std::fs::write(env.out().join("cam0"), b"not a directory").unwrap();
+    let config = env.path("config.toml");
+    let output = env.run(&[
+        "run",
+        "--config",
+        config.to_str().unwrap(),
+        "--duration",
+        "1s",
+    ]);
+    assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("no file could be written"),
+        "{}",
+        stderr(&output)
+    );
+    assert_eq!(
+        std::fs::read(env.out().join("cam0")).unwrap(),
+        b"not a directory"
+    );
+}

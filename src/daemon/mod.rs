@@ -36,7 +36,7 @@ use crate::ring::ring;
 use crate::schedule::Schedule;
 use crate::sink::Sink;
 use crate::source::{Source, SourceError};
-use crate::stats::{Stats, Summary};
+use crate::stats::{DropReason, Stats, Summary};
 use crate::store::{Found, Owned, Store, Visitor, EXTENSIONS};
 
 pub use signals::forward_signals;
@@ -218,6 +218,12 @@ pub fn run(
     capture_result?;
     if flags.failed.load(Ordering::SeqCst) {
         anyhow::bail!("a recording thread failed; see the log above");
+    }
+    let write_failures = stats.dropped(DropReason::Write);
+    if summary.written == 0 && write_failures > 0 {
+        anyhow::bail!(
+            "no file could be written ({write_failures} writes failed); see the log above"
+        );
     }
     Ok(summary)
 }

@@ -62,6 +62,12 @@ pub(crate) enum StoreError {
     },
     #[error("another framerec is recording into {dir} (lock {lock} is held) and one of the two has an output.name without {{camera}}, so their file names could collide; give each camera's template a {{camera}}, or use another output.dir")]
     DirLocked { dir: PathBuf, lock: PathBuf },
+    #[error("the filesystem of {dir} takes names of at most {limit} bytes, and output.name makes names of up to {longest} (with the temp file's '.' and \".tmp\"): shorten output.name or the camera name")]
+    NameTooLong {
+        dir: PathBuf,
+        longest: usize,
+        limit: usize,
+    },
     #[error("cannot take the lock {path}")]
     Lock {
         path: PathBuf,
@@ -144,6 +150,7 @@ impl Store {
                 path: dir.clone(),
                 source,
             })?;
+        check_name_lengths(&dir, camera, &out.name)?;
         // What this recorder may write: its camera's names, or with no
         // {camera} in the template, any name in the directory. The
         // directory's lock is shared by recorders whose names include their
@@ -242,6 +249,28 @@ pub struct Owned<'a> {
     pub bytes: u64,
     /// Modification time, seconds since the Unix epoch.
     pub mtime: u64,
+}
+
+/// Refuses names the filesystem under `dir` cannot hold (some allow fewer
+/// than 255 bytes a name), rather than failing every write.
+fn check_name_lengths(dir: &Path, camera: &str, template: &Template) -> Result<(), StoreError> {
+    let Ok(st) = rustix::fs::statvfs(dir) else {
+        return Ok(());
+    };
+    let limit = st.f_namemax as usize;
+    // Long month and day names, the widest number.
+    let sample = SystemTime::UNIX_EPOCH + std::time::Duration::new(1_726_654_000, 999_999_999);
+    let mut name = String::new();
+    template.render(camera, u64::MAX, sample, TimeZone::Local, "jpg", &mut name);
+    // The temp file's name is the longest: '.' + name + ".tmp".
+    match name.split('/').map(|part| part.len() + 5).max() {
+        Some(longest) if limit > 0 && longest > limit => Err(StoreError::NameTooLong {
+            dir: dir.to_owned(),
+            longest,
+            limit,
+        }),
+        _ => Ok(()),
+    }
 }
 
 /// The lock every recorder in a directory takes: shared when its names
