@@ -239,3 +239,114 @@ fn a_run_where_every_write_fails_exits_1() {
         b"not a directory"
     );
 }
+
+/// A directory outside the output tree, watched for anything framerec
+/// might put there.
+fn outside(env: &Env) -> std::path::PathBuf {
+    let dir = env.path("outside");
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+#[test]
+fn links_planted_under_the_output_directory_are_refused_not_followed() {
+    let env = Env::new();
+    let target = outside(&env);
+    let body = "[source]\nwidth = 32\nheight = 16\n[snapshot]\nevery = \"frame\"\n";
+    env.config(body);
+    let config = env.path("config.toml");
+    let config = config.to_str().unwrap();
+    let plant = |name: &str, to: &std::path::Path| {
+        let _ = std::fs::remove_dir_all(env.out());
+        std::fs::create_dir_all(env.out().join("cam0")).unwrap();
+        std::os::unix::fs::symlink(to, env.out().join(name)).unwrap();
+    };
+    // The manifest and the lock: start-up refuses, creating nothing outside.
+    for name in ["manifest.jsonl", ".framerec-cam0.lock", ".framerec.lock"] {
+        plant(name, &target.join(name));
+        let output = env.run(&["run", "--config", config, "--frames", "2"]);
+        assert_eq!(output.status.code(), Some(1), "{name}: {}", stderr(&output));
+        assert!(!target.join(name).exists(), "{name} was followed");
+    }
+    // A camera or date directory: no file lands outside.
+    let day = chrono_day();
+    for name in ["cam0", &format!("cam0/{day}")] {
+        let _ = std::fs::remove_dir_all(env.out());
+        std::fs::create_dir_all(env.out().join("cam0")).unwrap();
+        let _ = std::fs::remove_dir(env.out().join(name));
+        std::os::unix::fs::symlink(&target, env.out().join(name)).unwrap();
+        let output = env.run(&["run", "--config", config, "--duration", "1s"]);
+        assert_eq!(output.status.code(), Some(1), "{name}: {}", stderr(&output));
+        assert!(
+            stderr(&output).contains("symbolic link"),
+            "{}",
+            stderr(&output)
+        );
+        assert_eq!(
+            files_under(&target),
+            Vec::<String>::new(),
+            "{name} was followed"
+        );
+    }
+}
+
+/// Today's date directory of the default template (UTC).
+fn chrono_day() -> String {
+    let out = Command::new("date")
+        .args(["-u", "+%Y-%m-%d"])
+        .output()
+        .unwrap();
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
+
+#[test]
+fn a_directory_moved_away_while_recording_receives_nothing_more() {
+    let env = Env::new();
+    let archive = outside(&env);
+    env.config("[source]\nwidth = 32\nheight = 16\nfps = 20\n[snapshot]\nevery = \"frame\"\n");
+    let mut child = env.spawn(false);
+    env.wait_for_lock("cam0");
+    std::thread::sleep(Duration::from_millis(500));
+    std::fs::rename(env.out().join("cam0"), archive.join("cam0")).unwrap();
+    let moved_at = files_under(&archive).len();
+    std::thread::sleep(Duration::from_millis(800));
+    signal(&child, "TERM");
+    wait_with_timeout(&mut child, Duration::from_secs(30));
+    assert!(child.wait().unwrap().success());
+    // At most a file in flight at the moment of the move follows it.
+    let archived = files_under(&archive).len();
+    assert!(
+        archived <= moved_at + 1,
+        "{moved_at} then {archived} files in the moved directory"
+    );
+    let last = env.manifest().last().cloned().unwrap();
+    assert!(
+        env.out().join(last["path"].as_str().unwrap()).exists(),
+        "the manifest names a file that is not in the output directory: {last}"
+    );
+}
+
+#[test]
+fn an_output_directory_removed_while_recording_is_made_again_with_its_lock() {
+    let env = Env::new();
+    env.config("[source]\nwidth = 32\nheight = 16\nfps = 20\n[snapshot]\nevery = \"frame\"\n");
+    let config = env.path("config.toml");
+    let mut child = env.spawn(false);
+    env.wait_for_lock("cam0");
+    std::thread::sleep(Duration::from_millis(300));
+    std::fs::remove_dir_all(env.out()).unwrap();
+    std::thread::sleep(Duration::from_millis(800));
+    // Recording went on into a new directory, and holds its lock.
+    assert!(
+        !env.images().is_empty(),
+        "nothing written after the removal"
+    );
+    let second = env.run(&["run", "--config", config.to_str().unwrap(), "--frames", "1"]);
+    signal(&child, "TERM");
+    wait_with_timeout(&mut child, Duration::from_secs(30));
+    assert!(child.wait().unwrap().success());
+    assert_eq!(second.status.code(), Some(1), "{}", stderr(&second));
+    // Numbering went on: the new manifest starts after the old files.
+    let first_new = env.manifest()[0]["seq"].as_u64().unwrap();
+    assert!(first_new > 1, "numbering restarted at {first_new}");
+}

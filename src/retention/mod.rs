@@ -18,6 +18,7 @@ pub mod index;
 pub mod plan;
 
 use std::collections::HashSet;
+use std::os::fd::AsFd as _;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant, SystemTime};
@@ -27,6 +28,7 @@ use notify::{EventKind, RecursiveMode, Watcher};
 
 use crate::frame::WrittenFile;
 use crate::stats::{Chain, RateLimit, Stats};
+use crate::store::beneath::{self, BeneathError, Held};
 use crate::store::naming::NameMatcher;
 use crate::store::{self, epoch_secs};
 use index::Index;
@@ -133,6 +135,8 @@ pub(crate) struct Retention<'a> {
     stats: &'a Stats,
     /// Directories this thread removed, so their events are not news.
     removed_dirs: HashSet<PathBuf>,
+    /// The directory files were last deleted from, open.
+    held: Option<Held>,
     rescan_at: Option<Instant>,
     error_limit: RateLimit,
     started: Instant,
@@ -157,6 +161,7 @@ impl<'a> Retention<'a> {
             depth,
             stats,
             removed_dirs: HashSet::new(),
+            held: None,
             rescan_at: None,
             error_limit: RateLimit::default(),
             started: Instant::now(),
@@ -428,21 +433,19 @@ impl<'a> Retention<'a> {
                 break;
             };
             let path = self.root.join(&removed.path);
-            // Sizes are not tracked for max_files alone: read this one's, so
-            // the summary says what was freed.
-            let bytes = if sizes_known {
-                removed.bytes
-            } else {
-                std::fs::symlink_metadata(&path).map_or(0, |m| m.len())
-            };
-            match std::fs::remove_file(&path) {
-                Ok(()) => {
+            match self.unlink(&removed.path, sizes_known.then_some(removed.bytes)) {
+                Ok(bytes) => {
                     deleted += 1;
                     self.stats.deleted_files.fetch_add(1, Ordering::Relaxed);
                     self.stats.deleted_bytes.fetch_add(bytes, Ordering::Relaxed);
                     tracing::debug!(seq = removed.seq, path = %path.display(), reason = reason.name(), "file deleted");
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                // Behind a link someone planted: not framerec's to delete.
+                Err(e) if e.kind() == std::io::ErrorKind::InvalidInput => {
+                    self.log_error("a file is out of reach and left alone", &e);
+                    continue;
+                }
                 Err(e) => {
                     self.stats.delete_failed.fetch_add(1, Ordering::Relaxed);
                     self.log_error(
@@ -470,6 +473,36 @@ impl<'a> Retention<'a> {
         deleted
     }
 
+    /// Deletes the owned file at `relative`, reached without following
+    /// links and only while its directory is still in the output tree.
+    /// Returns its size: `known`, or read before deleting (sizes are not
+    /// tracked for max_files alone, and the summary says what was freed).
+    fn unlink(&mut self, relative: &str, known: Option<u64>) -> std::io::Result<u64> {
+        let (dir, name) = relative.rsplit_once('/').unwrap_or(("", relative));
+        let fresh = self
+            .held
+            .as_ref()
+            .is_some_and(|held| held.relative == dir && held.still_here());
+        if !fresh {
+            self.held = None;
+            let held = beneath::open(&self.root, dir, None).map_err(|e| match e {
+                BeneathError::Io { source, .. } => source,
+                refused => std::io::Error::new(std::io::ErrorKind::InvalidInput, refused),
+            })?;
+            self.held = Some(held);
+        }
+        let Some(held) = self.held.as_ref() else {
+            return Err(std::io::ErrorKind::NotFound.into());
+        };
+        let bytes = match known {
+            Some(bytes) => bytes,
+            None => rustix::fs::statat(&held.dir, name, rustix::fs::AtFlags::SYMLINK_NOFOLLOW)
+                .map_or(0, |st| st.st_size as u64),
+        };
+        beneath::unlink(held, name)?;
+        Ok(bytes)
+    }
+
     /// A write found the disk full with bytes to spare: the filesystem is
     /// out of inodes, which deleting by size never helps. Deletes the
     /// oldest few files to free some. Returns how many went.
@@ -486,17 +519,19 @@ impl<'a> Retention<'a> {
     /// Removes `relative` and its parents while they are empty (never the
     /// output directory itself, never a directory with anything in it).
     fn remove_empty_dirs(&mut self, relative: &str) {
-        let mut dir = self.root.join(relative);
-        while dir != self.root && dir.starts_with(&self.root) {
-            match std::fs::remove_dir(&dir) {
-                Ok(()) => {
-                    self.removed_dirs.insert(dir.clone());
-                }
-                Err(_) => break,
-            }
-            if !dir.pop() {
+        self.held = None;
+        let mut relative = relative;
+        while let Some(name) = relative.rsplit('/').next().filter(|n| !n.is_empty()) {
+            let parent = relative.rsplit_once('/').map_or("", |(p, _)| p);
+            let removed = beneath::open(&self.root, parent, None)
+                .ok()
+                .filter(Held::still_here)
+                .is_some_and(|held| beneath::remove_dir(held.dir.as_fd(), name).is_ok());
+            if !removed {
                 break;
             }
+            self.removed_dirs.insert(self.root.join(relative));
+            relative = parent;
         }
         // Keep the set small: events for old removals have long arrived.
         if self.removed_dirs.len() > 1024 {

@@ -63,6 +63,7 @@ struct State {
 pub(crate) struct Manifest {
     path: PathBuf,
     fsync: bool,
+    mode: u32,
     state: Mutex<State>,
 }
 
@@ -76,20 +77,12 @@ impl Manifest {
         mode: u32,
     ) -> io::Result<(Manifest, Option<u64>)> {
         let path = dir.join(MANIFEST_NAME);
-        let mut file = OpenOptions::new()
-            .read(true)
-            .append(true)
-            .create(true)
-            .mode(mode)
-            .open(&path)?;
-        let (highest, torn) = read_tail(&mut file, camera)?;
-        if torn {
-            file.write_all(b"\n")?;
-        }
+        let (file, highest) = open_file(dir, camera, mode)?;
         Ok((
             Manifest {
                 path,
                 fsync,
+                mode,
                 state: Mutex::new(State {
                     file,
                     last_sync: Instant::now(),
@@ -99,6 +92,17 @@ impl Manifest {
             },
             highest,
         ))
+    }
+
+    /// Opens the manifest again, in `dir` made anew (the output directory
+    /// was removed while recording); later lines go there.
+    pub(crate) fn reopen(&self, dir: &Path, camera: &str) -> io::Result<()> {
+        let (file, _) = open_file(dir, camera, self.mode)?;
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        state.file = file;
+        state.torn = false;
+        state.dirty = false;
+        Ok(())
     }
 
     pub(crate) fn path(&self) -> &Path {
@@ -138,6 +142,26 @@ impl Manifest {
         }
         Ok(())
     }
+}
+
+/// Opens (or creates) the manifest in `dir` for appending, never through a
+/// link, and closes off a torn last line. Returns it with the highest `seq`
+/// of `camera` among its last lines.
+fn open_file(dir: &Path, camera: &str, mode: u32) -> io::Result<(File, Option<u64>)> {
+    let mut file = super::beneath::open_file(
+        dir,
+        MANIFEST_NAME,
+        OpenOptions::new()
+            .read(true)
+            .append(true)
+            .create(true)
+            .mode(mode),
+    )?;
+    let (highest, torn) = read_tail(&mut file, camera)?;
+    if torn {
+        file.write_all(b"\n")?;
+    }
+    Ok((file, highest))
 }
 
 /// Writes one whole line. If only part of it gets written (a full disk),

@@ -121,6 +121,12 @@ impl SeqMark {
         Ok(())
     }
 
+    /// Writes the mark again (its directory was made anew).
+    pub(crate) fn rewrite(&self) -> io::Result<()> {
+        let _writing = self.writing.lock().unwrap_or_else(|e| e.into_inner());
+        self.write(self.reserved.load(Ordering::Acquire))
+    }
+
     /// Replaces the mark with `value`, durably: new file, sync, rename over.
     fn write(&self, value: u64) -> io::Result<()> {
         let mut new_path = self.path.clone().into_os_string();

@@ -9,6 +9,7 @@
 //! thread has a `write::Writer` that renders names ([`naming`]) and writes
 //! files durably; the `manifest` gets a line per file once it is durable.
 
+pub(crate) mod beneath;
 pub(crate) mod manifest;
 mod mark;
 pub mod naming;
@@ -84,6 +85,12 @@ pub(crate) enum StoreError {
     SeqExhausted { dir: PathBuf, highest: u64 },
     #[error(transparent)]
     Mark(#[from] mark::MarkError),
+    #[error("cannot write the sequence mark in {dir}")]
+    MarkWrite {
+        dir: PathBuf,
+        #[source]
+        source: io::Error,
+    },
     #[error("cannot open the manifest in {dir}")]
     Manifest {
         dir: PathBuf,
@@ -123,8 +130,11 @@ pub(crate) struct Store {
     /// Numbers used, kept apart from the images and the manifest.
     pub(crate) mark: SeqMark,
     /// The directory's lock and the camera's, held for the life of the
-    /// store: released when the process ends.
-    _locks: [File; 2],
+    /// store (released when the process ends), and taken again if the
+    /// output directory has to be made anew.
+    locks: std::sync::Mutex<[File; 2]>,
+    /// Held while the output directory is made anew.
+    reestablishing: std::sync::Mutex<()>,
 }
 
 impl Store {
@@ -151,32 +161,8 @@ impl Store {
                 source,
             })?;
         check_name_lengths(&dir, camera, &out.name)?;
-        // What this recorder may write: its camera's names, or with no
-        // {camera} in the template, any name in the directory. The
-        // directory's lock is shared by recorders whose names include their
-        // camera, and taken whole by one whose names do not.
+        let [dir_lock, lock] = take_locks(&dir, camera, &out.name, out.file_mode)?;
         let has_camera = out.name.has_camera();
-        let dir_lock =
-            take_lock(&dir.join(DIR_LOCK), !has_camera, out.file_mode).map_err(|e| match e {
-                LockFailure::Held(lock) => StoreError::DirLocked {
-                    dir: dir.clone(),
-                    lock,
-                },
-                LockFailure::Io(path, source) => StoreError::Lock { path, source },
-            })?;
-        let lock = take_lock(
-            &dir.join(format!(".framerec-{camera}.lock")),
-            true,
-            out.file_mode,
-        )
-        .map_err(|e| match e {
-            LockFailure::Held(lock) => StoreError::Locked {
-                camera: camera.to_owned(),
-                dir: dir.clone(),
-                lock,
-            },
-            LockFailure::Io(path, source) => StoreError::Lock { path, source },
-        })?;
         let mark_name = if has_camera {
             format!(".framerec-{camera}.seq")
         } else {
@@ -219,7 +205,8 @@ impl Store {
                 dir_mode: out.dir_mode,
                 manifest,
                 mark,
-                _locks: [dir_lock, lock],
+                locks: std::sync::Mutex::new([dir_lock, lock]),
+                reestablishing: std::sync::Mutex::new(()),
             },
             found,
         ))
@@ -227,6 +214,66 @@ impl Store {
 
     pub(crate) fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// Whether the lock files this store holds are the ones in the output
+    /// directory now (not files of a directory removed since).
+    fn locks_in_place(&self) -> bool {
+        let locks = self.locks.lock().unwrap_or_else(|e| e.into_inner());
+        let names = [
+            DIR_LOCK.to_owned(),
+            format!(".framerec-{}.lock", self.camera),
+        ];
+        locks.iter().zip(names).all(|(lock, name)| {
+            let held = rustix::fs::fstat(lock);
+            let there = rustix::fs::statat(
+                rustix::fs::CWD,
+                self.dir.join(name),
+                rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
+            );
+            matches!((held, there), (Ok(a), Ok(b)) if (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino))
+        })
+    }
+
+    /// The output directory was removed or moved away while recording:
+    /// makes it again, takes its locks, and starts a new manifest and
+    /// sequence mark there, so recording goes on in the right place and no
+    /// second recorder can start on it. Nothing happens if another encoder
+    /// thread has done it already.
+    pub(crate) fn reestablish(&self) -> Result<(), StoreError> {
+        let _once = self
+            .reestablishing
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if self.dir.is_dir() && self.locks_in_place() {
+            return Ok(());
+        }
+        tracing::warn!(dir = %self.dir.display(), "the output directory was removed or moved away; making it again");
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(self.dir_mode)
+            .create(&self.dir)
+            .map_err(|source| StoreError::CreateDir {
+                path: self.dir.clone(),
+                source,
+            })?;
+        let locks = take_locks(&self.dir, &self.camera, &self.template, self.file_mode)?;
+        *self.locks.lock().unwrap_or_else(|e| e.into_inner()) = locks;
+        if let Some(manifest) = &self.manifest {
+            manifest
+                .reopen(&self.dir, &self.camera)
+                .map_err(|source| StoreError::Manifest {
+                    dir: self.dir.clone(),
+                    source,
+                })?;
+        }
+        self.mark
+            .rewrite()
+            .map_err(|source| StoreError::MarkWrite {
+                dir: self.dir.clone(),
+                source,
+            })?;
+        Ok(())
     }
 
     /// At shutdown: syncs the manifest and writes the exact sequence mark.
@@ -271,6 +318,37 @@ fn check_name_lengths(dir: &Path, camera: &str, template: &Template) -> Result<(
         }),
         _ => Ok(()),
     }
+}
+
+/// Takes the output directory's lock and the camera's. What a recorder may
+/// write is its camera's names, or with no `{camera}` in the template, any
+/// name in the directory: the directory's lock is shared by recorders whose
+/// names include their camera, and taken whole by one whose names do not.
+fn take_locks(
+    dir: &Path,
+    camera: &str,
+    template: &Template,
+    mode: u32,
+) -> Result<[File; 2], StoreError> {
+    let dir_lock =
+        take_lock(&dir.join(DIR_LOCK), !template.has_camera(), mode).map_err(|e| match e {
+            LockFailure::Held(lock) => StoreError::DirLocked {
+                dir: dir.to_owned(),
+                lock,
+            },
+            LockFailure::Io(path, source) => StoreError::Lock { path, source },
+        })?;
+    let lock = take_lock(&dir.join(format!(".framerec-{camera}.lock")), true, mode).map_err(
+        |e| match e {
+            LockFailure::Held(lock) => StoreError::Locked {
+                camera: camera.to_owned(),
+                dir: dir.to_owned(),
+                lock,
+            },
+            LockFailure::Io(path, source) => StoreError::Lock { path, source },
+        },
+    )?;
+    Ok([dir_lock, lock])
 }
 
 /// The lock every recorder in a directory takes: shared when its names

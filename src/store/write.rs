@@ -8,16 +8,16 @@
 //! which keeps its name buffers and the open directory between frames, so a
 //! file costs the syscalls above and nothing more.
 
-use std::fs::{self, File};
+use std::fs::File;
 use std::io::{self, Write};
-use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
 use rustix::fs::{Mode, OFlags, RenameFlags};
 
+use super::beneath::{self, BeneathError, Create, Held};
 use super::manifest::{Line, Rfc3339};
-use super::{naming, Store};
+use super::{naming, Store, StoreError};
 use crate::frame::{Frame, ImageFormat, WrittenFile};
 
 /// Why a file could not be written. The frame is lost; nothing on disk is
@@ -35,17 +35,27 @@ pub(crate) enum WriteError {
         "{path} already exists and is never replaced (is another program writing these names?)"
     )]
     Exists { path: PathBuf },
+    #[error(transparent)]
+    Beneath(#[from] BeneathError),
+    #[error("cannot make the output directory again")]
+    Store(#[source] Box<StoreError>),
+    #[error("{path} keeps moving away while files are written into it")]
+    Moving { path: PathBuf },
 }
 
 impl WriteError {
     /// Whether the disk or the user's quota is full (ENOSPC, EDQUOT).
     pub(crate) fn is_disk_full(&self) -> bool {
-        match self {
-            WriteError::Io { source, .. } => matches!(
-                rustix::io::Errno::from_io_error(source),
+        let full = |e: &io::Error| {
+            matches!(
+                rustix::io::Errno::from_io_error(e),
                 Some(rustix::io::Errno::NOSPC | rustix::io::Errno::DQUOT)
-            ),
-            WriteError::Exists { .. } => false,
+            )
+        };
+        match self {
+            WriteError::Io { source, .. } => full(source),
+            WriteError::Beneath(BeneathError::Io { source, .. }) => full(source),
+            _ => false,
         }
     }
 }
@@ -56,8 +66,8 @@ pub(crate) struct Writer<'s> {
     name: String,
     temp: String,
     line: Vec<u8>,
-    /// The directory (relative, '/'-separated) last written into, open.
-    current_dir: Option<(String, File)>,
+    /// The directory last written into, open.
+    current_dir: Option<Held>,
 }
 
 /// What the manifest needs to know about the frame behind a file.
@@ -89,6 +99,14 @@ fn io_error(op: &'static str, path: impl Into<PathBuf>) -> impl FnOnce(io::Error
     move |source| WriteError::Io { op, path, source }
 }
 
+/// How a write attempt ended short of success.
+enum Attempt {
+    /// The directory moved away or was removed under the write: open it
+    /// again and write once more.
+    Retry,
+    Failed(WriteError),
+}
+
 impl<'s> Writer<'s> {
     pub(crate) fn new(store: &'s Store) -> Writer<'s> {
         Writer {
@@ -100,6 +118,28 @@ impl<'s> Writer<'s> {
         }
     }
 
+    /// Opens the directory `relative` beneath the output directory (making
+    /// what is missing, and the output directory itself if it was removed).
+    fn open_dir(&mut self, relative: &str) -> Result<(), WriteError> {
+        let store = self.store;
+        let create = Some(Create {
+            mode: store.dir_mode,
+            sync: store.fsync,
+        });
+        self.current_dir = None;
+        let held = match beneath::open(&store.dir, relative, create) {
+            Err(e) if e.root_is_gone() => {
+                store
+                    .reestablish()
+                    .map_err(|e| WriteError::Store(Box::new(e)))?;
+                beneath::open(&store.dir, relative, create)?
+            }
+            other => other?,
+        };
+        self.current_dir = Some(held);
+        Ok(())
+    }
+
     /// Writes `bytes` as the file for `info.seq`, durably, and returns it
     /// (with the error of its manifest line, if only that failed).
     /// `dropped_before` is asked for only once the file is durable.
@@ -109,81 +149,54 @@ impl<'s> Writer<'s> {
         parts: &[&[u8]],
         dropped_before: impl FnOnce(&WrittenFile) -> u64,
     ) -> Result<(WrittenFile, Option<WriteError>), WriteError> {
-        let Writer {
-            store,
-            name,
-            temp,
-            line,
-            current_dir,
-        } = self;
+        let store = self.store;
         store.template.render(
             &store.camera,
             info.seq,
             info.captured_at,
             store.timezone,
             info.format.extension(),
-            name,
+            &mut self.name,
         );
-        let (dir_part, file_name) = name.rsplit_once('/').unwrap_or(("", name.as_str()));
-        let final_path = store.dir.join(name.as_str());
-        naming::temp_name(file_name, temp);
-        let temp_path = || final_path.with_file_name(temp.as_str());
+        let name = std::mem::take(&mut self.name);
+        let result = self.write_named(&name, info, parts, dropped_before);
+        self.name = name;
+        result
+    }
 
-        let reopen = |current_dir: &mut Option<(String, File)>| -> Result<(), WriteError> {
-            *current_dir = Some((dir_part.to_owned(), open_dir(store, dir_part)?));
-            Ok(())
-        };
-        if current_dir
-            .as_ref()
-            .is_none_or(|(current, _)| current != dir_part)
-        {
-            reopen(current_dir)?;
-        }
-        let open = |current_dir: &Option<(String, File)>| match current_dir {
-            Some((_, dir)) => create_temp(dir, temp, store.file_mode),
-            None => Err(io::ErrorKind::NotFound.into()),
-        };
-        let mut created = open(current_dir);
-        if created
-            .as_ref()
-            .is_err_and(|e| e.kind() == io::ErrorKind::NotFound)
-        {
-            // The directory was removed under us (by a person or a cleanup
-            // job): make it again rather than fail every frame from now on.
-            reopen(current_dir)?;
-            created = open(current_dir);
-        }
-        let mut file = created.map_err(io_error("create", temp_path()))?;
-        let Some((_, dir_file)) = current_dir.as_ref() else {
-            unreachable!("the directory was opened above");
-        };
-        let written = write_all_parts(&mut file, parts)
-            .map_err(io_error("write", temp_path()))
-            .and_then(|()| {
-                if store.fsync {
-                    file.sync_data().map_err(io_error("fsync", temp_path()))
-                } else {
-                    Ok(())
+    fn write_named(
+        &mut self,
+        name: &str,
+        info: FileInfo,
+        parts: &[&[u8]],
+        dropped_before: impl FnOnce(&WrittenFile) -> u64,
+    ) -> Result<(WrittenFile, Option<WriteError>), WriteError> {
+        let store = self.store;
+        let (dir_part, file_name) = name.rsplit_once('/').unwrap_or(("", name));
+        let final_path = store.dir.join(name);
+        naming::temp_name(file_name, &mut self.temp);
+        // A second try only when the directory moved away under the first.
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            if self
+                .current_dir
+                .as_ref()
+                .is_none_or(|held| held.relative != dir_part)
+            {
+                self.open_dir(dir_part)?;
+            }
+            match self.try_write(info.seq, file_name, &final_path, parts) {
+                Ok(()) => break,
+                Err(Attempt::Retry) if tries < 3 => self.current_dir = None,
+                Err(Attempt::Retry) => {
+                    self.current_dir = None;
+                    return Err(WriteError::Moving {
+                        path: final_path.parent().unwrap_or(&store.dir).to_owned(),
+                    });
                 }
-            });
-        drop(file);
-        // The mark must cover this number before the file can be seen.
-        let marked = written.and_then(|()| {
-            store.mark.cover(info.seq).map_err(io_error(
-                "record the sequence number of",
-                final_path.clone(),
-            ))
-        });
-        let renamed =
-            marked.and_then(|()| rename_no_replace(dir_file, temp, file_name, &final_path));
-        if let Err(e) = renamed {
-            let _ = rustix::fs::unlinkat(dir_file, temp.as_str(), rustix::fs::AtFlags::empty());
-            return Err(e);
-        }
-        if store.fsync {
-            dir_file
-                .sync_all()
-                .map_err(io_error("fsync the directory of", final_path.clone()))?;
+                Err(Attempt::Failed(e)) => return Err(e),
+            }
         }
         let file = WrittenFile {
             seq: info.seq,
@@ -204,7 +217,7 @@ impl<'s> Writer<'s> {
                 bytes: file.len,
                 dropped_before: dropped,
             };
-            if let Err(source) = manifest.append(&entry, line) {
+            if let Err(source) = manifest.append(&entry, &mut self.line) {
                 // The image is durable; only its manifest line is missing.
                 let error = WriteError::Io {
                     op: "append to",
@@ -215,6 +228,71 @@ impl<'s> Writer<'s> {
             }
         }
         Ok((file, None))
+    }
+
+    /// One try: temp file in the open directory → write → sync → check the
+    /// directory is still in the output tree → mark → rename → sync the
+    /// directory. The temp file never outlives a failed try.
+    fn try_write(
+        &self,
+        seq: u64,
+        file_name: &str,
+        final_path: &Path,
+        parts: &[&[u8]],
+    ) -> Result<(), Attempt> {
+        let store = self.store;
+        let Some(held) = self.current_dir.as_ref() else {
+            return Err(Attempt::Retry);
+        };
+        let temp = self.temp.as_str();
+        let temp_path = || final_path.with_file_name(temp);
+        let mut file = match create_temp(&held.dir, temp, store.file_mode) {
+            Ok(file) => file,
+            // Removed under us (by a person or a cleanup job): make it again
+            // rather than fail every frame from now on.
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(Attempt::Retry),
+            Err(e) => return Err(Attempt::Failed(io_error("create", temp_path())(e))),
+        };
+        let written = write_all_parts(&mut file, parts)
+            .map_err(io_error("write", temp_path()))
+            .and_then(|()| {
+                if store.fsync {
+                    file.sync_data().map_err(io_error("fsync", temp_path()))
+                } else {
+                    Ok(())
+                }
+            });
+        drop(file);
+        let remove_temp = || {
+            let _ = rustix::fs::unlinkat(&held.dir, temp, rustix::fs::AtFlags::empty());
+        };
+        if let Err(e) = written {
+            remove_temp();
+            return Err(Attempt::Failed(e));
+        }
+        // Moved out of the tree (or removed) since it was opened: the file
+        // would land outside the output directory.
+        if !held.still_here() {
+            remove_temp();
+            return Err(Attempt::Retry);
+        }
+        // The mark must cover this number before the file can be seen.
+        let renamed = store
+            .mark
+            .cover(seq)
+            .map_err(io_error("record the sequence number of", final_path))
+            .and_then(|()| rename_no_replace(&held.dir, temp, file_name, final_path));
+        if let Err(e) = renamed {
+            remove_temp();
+            return Err(Attempt::Failed(e));
+        }
+        if store.fsync {
+            held.dir
+                .sync_all()
+                .map_err(io_error("fsync the directory of", final_path))
+                .map_err(Attempt::Failed)?;
+        }
+        Ok(())
     }
 }
 
@@ -236,36 +314,6 @@ fn write_all_parts(file: &mut File, parts: &[&[u8]]) -> io::Result<()> {
         }
     }
     Ok(())
-}
-
-/// Opens (creating as needed) a directory below the output directory. New
-/// directories are synced into their parents when `fsync` is on.
-fn open_dir(store: &Store, relative: &str) -> Result<File, WriteError> {
-    let mut path = store.dir.clone();
-    for component in relative.split('/').filter(|c| !c.is_empty()) {
-        let parent = path.clone();
-        path.push(component);
-        match fs::DirBuilder::new().mode(store.dir_mode).create(&path) {
-            Ok(()) => {
-                if store.fsync {
-                    sync_dir(&parent).map_err(io_error("fsync the directory", parent))?;
-                }
-            }
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
-            Err(e) => return Err(io_error("create the directory", path)(e)),
-        }
-    }
-    let fd = rustix::fs::open(
-        &path,
-        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
-        Mode::empty(),
-    )
-    .map_err(|e| io_error("open the directory", path.clone())(e.into()))?;
-    Ok(File::from(fd))
-}
-
-fn sync_dir(path: &Path) -> io::Result<()> {
-    File::open(path)?.sync_all()
 }
 
 /// Creates a new temp file in `dir`, replacing a stale one of the same name.

@@ -1,0 +1,190 @@
+//! Opening directories beneath the output directory without trusting what
+//! is in it: each component is opened with `O_NOFOLLOW | O_DIRECTORY` from
+//! the one above it, so a symbolic link planted anywhere under `output.dir`
+//! is refused, never followed, and nothing framerec writes, appends to or
+//! deletes can be aimed outside the directory. The output directory itself
+//! is the user's own setting and may be reached through links.
+//!
+//! A directory kept open between files can be moved away or removed while
+//! recording; [`Held::still_here`] tells, with one `statx` of its path, so
+//! writes and deletions never land in a directory that has left the tree.
+
+use std::fs::File;
+use std::io;
+use std::os::fd::{AsFd, BorrowedFd};
+use std::path::{Path, PathBuf};
+
+use rustix::fs::{AtFlags, Mode, OFlags};
+use rustix::io::Errno;
+
+/// Why a directory beneath the output directory could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum BeneathError {
+    #[error("{path} is a symbolic link or not a directory: framerec never follows links under output.dir (remove it, or let framerec make the directory)")]
+    NotADirectory { path: PathBuf },
+    #[error("cannot {op} {path}")]
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+}
+
+impl BeneathError {
+    /// Whether the output directory itself is gone (removed or moved away).
+    pub(crate) fn root_is_gone(&self) -> bool {
+        matches!(self, BeneathError::Io { op: "open", source, .. } if source.kind() == io::ErrorKind::NotFound)
+    }
+}
+
+/// A directory opened beneath the output directory, with where it was.
+pub(crate) struct Held {
+    /// Relative to the output directory, '/'-separated ("" for itself).
+    pub(crate) relative: String,
+    /// Its absolute path when it was opened.
+    pub(crate) path: PathBuf,
+    pub(crate) dir: File,
+    /// Device and inode, to tell it from whatever later takes its path.
+    id: (u64, u64),
+}
+
+impl Held {
+    /// Whether the directory is still at its path (not moved, removed or
+    /// replaced).
+    pub(crate) fn still_here(&self) -> bool {
+        rustix::fs::statat(rustix::fs::CWD, &self.path, AtFlags::SYMLINK_NOFOLLOW)
+            .is_ok_and(|st| (st.st_dev, st.st_ino) == self.id)
+    }
+}
+
+/// How missing directories are made.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Create {
+    pub(crate) mode: u32,
+    /// Sync each new directory into its parent.
+    pub(crate) sync: bool,
+}
+
+/// Opens `relative` ('/'-separated) beneath `root`, component by component
+/// without following links; with `create`, missing components are made.
+pub(crate) fn open(
+    root: &Path,
+    relative: &str,
+    create: Option<Create>,
+) -> Result<Held, BeneathError> {
+    let io_error = |op, path: &Path| {
+        let path = path.to_owned();
+        move |source: Errno| BeneathError::Io {
+            op,
+            path,
+            source: source.into(),
+        }
+    };
+    let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
+    let mut dir =
+        File::from(rustix::fs::open(root, flags, Mode::empty()).map_err(io_error("open", root))?);
+    let mut path = root.to_owned();
+    for component in relative.split('/').filter(|c| !c.is_empty()) {
+        path.push(component);
+        if let Some(create) = create {
+            match rustix::fs::mkdirat(&dir, component, Mode::from_raw_mode(create.mode)) {
+                Ok(()) => {
+                    if create.sync {
+                        dir.sync_all().map_err(|source| BeneathError::Io {
+                            op: "fsync the directory above",
+                            path: path.clone(),
+                            source,
+                        })?;
+                    }
+                }
+                Err(Errno::EXIST) => {}
+                Err(e) => return Err(io_error("create the directory", &path)(e)),
+            }
+        }
+        dir = File::from(open_child(&dir, component, &path)?);
+    }
+    let st = rustix::fs::fstat(&dir).map_err(io_error("look at", &path))?;
+    Ok(Held {
+        relative: relative.to_owned(),
+        path,
+        dir,
+        id: (st.st_dev, st.st_ino),
+    })
+}
+
+/// Opens the directory `name` in `parent`, refusing a link.
+fn open_child(parent: &File, name: &str, path: &Path) -> Result<rustix::fd::OwnedFd, BeneathError> {
+    let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    match rustix::fs::openat(parent, name, flags, Mode::empty()) {
+        Ok(fd) => Ok(fd),
+        Err(Errno::LOOP | Errno::NOTDIR) => Err(BeneathError::NotADirectory {
+            path: path.to_owned(),
+        }),
+        Err(e) => Err(BeneathError::Io {
+            op: "open the directory",
+            path: path.to_owned(),
+            source: e.into(),
+        }),
+    }
+}
+
+/// Removes the file `name` from the held directory, if it is still where
+/// it was (a directory moved out of the tree keeps its files).
+pub(crate) fn unlink(held: &Held, name: &str) -> io::Result<()> {
+    if !held.still_here() {
+        return Err(io::ErrorKind::NotFound.into());
+    }
+    Ok(rustix::fs::unlinkat(&held.dir, name, AtFlags::empty())?)
+}
+
+/// Removes the empty directory `name` in `parent`.
+pub(crate) fn remove_dir(parent: BorrowedFd<'_>, name: &str) -> io::Result<()> {
+    Ok(rustix::fs::unlinkat(parent, name, AtFlags::REMOVEDIR)?)
+}
+
+/// Opens a file directly in the output directory (the manifest, a lock, the
+/// sequence mark) without following a link planted under its name.
+pub(crate) fn open_file(
+    dir: &Path,
+    name: &str,
+    options: &mut std::fs::OpenOptions,
+) -> io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    options
+        .custom_flags(OFlags::NOFOLLOW.bits() as i32)
+        .open(dir.join(name))
+}
+
+impl AsFd for Held {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.dir.as_fd()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refuses_links_and_makes_what_is_missing() {
+        let root = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        std::os::unix::fs::symlink(outside.path(), root.path().join("cam0")).unwrap();
+        let create = Some(Create {
+            mode: 0o750,
+            sync: false,
+        });
+        let err = open(root.path(), "cam0/2024", create).err().unwrap();
+        assert!(matches!(err, BeneathError::NotADirectory { .. }), "{err}");
+        assert!(
+            !outside.path().join("2024").exists(),
+            "made a directory through the link"
+        );
+        let held = open(root.path(), "cam1/2024", create).unwrap();
+        assert!(root.path().join("cam1/2024").is_dir());
+        assert!(held.still_here());
+        std::fs::rename(root.path().join("cam1"), outside.path().join("moved")).unwrap();
+        assert!(!held.still_here(), "a moved directory still looks in place");
+    }
+}
