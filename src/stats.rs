@@ -267,7 +267,7 @@ impl fmt::Display for Summary {
         if self.delete_failed > 0 {
             write!(
                 f,
-                ", failed to delete {} (the quota was exceeded)",
+                ", failed to delete {} times (such files stay, counted in the quota)",
                 self.delete_failed
             )?;
         }

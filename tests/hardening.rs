@@ -350,3 +350,34 @@ fn an_output_directory_removed_while_recording_is_made_again_with_its_lock() {
     let first_new = env.manifest()[0]["seq"].as_u64().unwrap();
     assert!(first_new > 1, "numbering restarted at {first_new}");
 }
+
+#[test]
+fn a_file_that_cannot_be_deleted_is_counted_and_the_quota_still_holds() {
+    let env = Env::new();
+    let name = "{camera}-{seq}.{ext}";
+    let config = camera_config(&env, "q.toml", "cam0", name, "[retention]\nmax_files = 3");
+    std::fs::create_dir_all(env.out()).unwrap();
+    for seq in 1..=4 {
+        std::fs::write(env.out().join(format!("cam0-{seq:010}.jpg")), b"old").unwrap();
+    }
+    let stuck = env.out().join("cam0-0000000001.jpg");
+    let immutable = |on: bool| {
+        Command::new("chattr")
+            .arg(if on { "+i" } else { "-i" })
+            .arg(&stuck)
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    if !immutable(true) {
+        eprintln!("skipped: chattr +i is not permitted here");
+        return;
+    }
+    let output = env.run(&["run", "--config", &config, "--frames", "4"]);
+    immutable(false);
+    assert_success(&output);
+    let line = summary_line(&output);
+    assert!(line.contains("failed to delete"), "{line}");
+    assert!(stuck.exists());
+    // The stuck file counts toward the quota: the others make room.
+    assert_eq!(env.images().len(), 3, "{:?}", env.images());
+}

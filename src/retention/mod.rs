@@ -427,11 +427,15 @@ impl<'a> Retention<'a> {
         const MAX_FAILURES: usize = 8;
         let sizes_known = self.quota.needs_file_facts();
         let mut deleted = 0;
+        // Files gone one way or another; those that could not be deleted
+        // stay and do not count, so the next ones go in their place.
+        let mut gone = 0;
         let mut failed = Vec::new();
-        for _ in 0..count {
+        while gone < count {
             let Some(removed) = self.index.pop_oldest() else {
                 break;
             };
+            gone += 1;
             let path = self.root.join(&removed.path);
             match self.unlink(&removed.path, sizes_known.then_some(removed.bytes)) {
                 Ok(bytes) => {
@@ -447,10 +451,11 @@ impl<'a> Retention<'a> {
                     continue;
                 }
                 Err(e) => {
+                    gone -= 1;
                     self.stats.delete_failed.fetch_add(1, Ordering::Relaxed);
                     self.log_error(
                         &format!(
-                            "cannot delete {}; the quota is exceeded until it can be",
+                            "cannot delete {}; it stays and counts toward the quota, and is tried again",
                             path.display()
                         ),
                         &e,
