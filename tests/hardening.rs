@@ -381,3 +381,27 @@ fn a_file_that_cannot_be_deleted_is_counted_and_the_quota_still_holds() {
     // The stuck file counts toward the quota: the others make room.
     assert_eq!(env.images().len(), 3, "{:?}", env.images());
 }
+
+#[test]
+fn a_filesystem_out_of_inodes_is_made_room_on_when_there_is_a_quota() {
+    let env = Env::new();
+    // Plenty of bytes, few inodes.
+    let Some(_mount) = Tmpfs::mount(&env.out(), "16M,nr_inodes=48") else {
+        return;
+    };
+    env.config(
+        "[source]\nwidth = 32\nheight = 16\nfps = 40\n[snapshot]\nevery = \"frame\"\n\
+         [output]\ndir = \"{out}\"\nname = \"{camera}-{seq}.{ext}\"\n\
+         [retention]\nmax_files = 1000000\n",
+    );
+    let output = env.record(&["--duration", "3s"]);
+    let line = summary_line(&output);
+    assert!(line.contains("deleted"), "no inodes were freed: {line}");
+    let wrote: u64 = line
+        .split("wrote ")
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap();
+    assert!(wrote > 80, "writing stopped when the inodes ran out: {line}");
+}
