@@ -403,5 +403,8 @@ fn a_filesystem_out_of_inodes_is_made_room_on_when_there_is_a_quota() {
         .and_then(|rest| rest.split(' ').next())
         .and_then(|n| n.parse().ok())
         .unwrap();
-    assert!(wrote > 80, "writing stopped when the inodes ran out: {line}");
+    assert!(
+        wrote > 80,
+        "writing stopped when the inodes ran out: {line}"
+    );
 }

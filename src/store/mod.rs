@@ -470,7 +470,7 @@ pub fn scan(
                     break;
                 };
                 if tx
-                    .send(scan_dir(path, prefix, matcher, sweep, with_metadata))
+                    .send(scan_dir(dir, path, prefix, matcher, sweep, with_metadata))
                     .is_err()
                 {
                     break;
@@ -505,6 +505,7 @@ pub fn scan(
 
 /// Reads one directory at the files' level.
 fn scan_dir(
+    root: &Path,
     path: &Path,
     prefix: &str,
     matcher: &NameMatcher,
@@ -522,6 +523,7 @@ fn scan_dir(
         Err(e) => return Err(e),
     };
     let mut relative = String::new();
+    let mut held = None;
     for entry in entries {
         let entry = entry?;
         let Ok(name) = entry.file_name().into_string() else {
@@ -541,7 +543,19 @@ fn scan_dir(
             if sweep == Sweep::Nothing {
                 continue;
             }
-            match fs::remove_file(entry.path()) {
+            // Through the same no-follow walk as every write: a directory
+            // swapped for a link since it was listed is not swept.
+            let dir = held.get_or_insert_with(|| {
+                beneath::open(root, prefix.trim_end_matches('/'), None)
+                    .inspect_err(|e| {
+                        tracing::warn!(error = %crate::stats::Chain(e), "not sweeping temp files there")
+                    })
+                    .ok()
+            });
+            let Some(dir) = dir else {
+                continue;
+            };
+            match beneath::unlink(dir, &name) {
                 Ok(()) => listing.swept += 1,
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {}
                 Err(e) => return Err(e),
