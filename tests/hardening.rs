@@ -397,14 +397,8 @@ fn a_filesystem_out_of_inodes_is_made_room_on_when_there_is_a_quota() {
     let output = env.record(&["--duration", "3s"]);
     let line = summary_line(&output);
     assert!(line.contains("deleted"), "no inodes were freed: {line}");
-    let wrote: u64 = line
-        .split("wrote ")
-        .nth(1)
-        .and_then(|rest| rest.split(' ').next())
-        .and_then(|n| n.parse().ok())
-        .unwrap();
     assert!(
-        wrote > 80,
+        wrote(&line) > 80,
         "writing stopped when the inodes ran out: {line}"
     );
 }

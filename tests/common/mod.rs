@@ -377,6 +377,16 @@ pub fn summary_line(output: &Output) -> String {
         .to_owned()
 }
 
+/// The number of files the summary line says were written.
+pub fn wrote(summary: &str) -> u64 {
+    summary
+        .split("wrote ")
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no file count in {summary:?}"))
+}
+
 /// A small tmpfs mounted for one test, unmounted when dropped.
 pub struct Tmpfs(PathBuf);
 
