@@ -699,7 +699,7 @@ fn parse_mode(value: &Spanned<String>, key: &str, problems: &mut Problems<'_>) -
 pub const MAX_DURATION: Duration = Duration::from_secs(100 * 365 * 86_400);
 
 /// Parses `"500ms"`, `"10s"`, `"5m"`, `"1h 30m"` (humantime's syntax), up to
-/// [`MAX_DURATION`].
+/// `MAX_DURATION` (100 years).
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let duration = humantime::parse_duration(text.trim()).map_err(|e| {
         format!("\"{text}\" is not a duration such as \"500ms\", \"10s\" or \"5m\" ({e})")
