@@ -430,4 +430,86 @@ threads = 1000
             assert!(found.iter().any(|p| p.key == key), "{text:?}: {found:?}");
         }
     }
+
+    #[test]
+    fn max_frame_bytes_defaults_from_the_size_and_prints_back() {
+        let s = Settings::from_toml(
+            "[source]\nkind = \"raw\"\npath = \"-\"\npixel_format = \"mjpeg\"\nwidth = 640\nheight = 480\n",
+            Path::new("x"),
+        )
+        .unwrap();
+        assert_eq!(s.source.max_frame_bytes, 640 * 480 * 3 + (256 << 10));
+        // A tiny size still allows a few hundred KiB.
+        let s = Settings::from_toml(
+            "[source]\nkind = \"camera\"\nwidth = 16\nheight = 16\n",
+            Path::new("x"),
+        )
+        .unwrap();
+        assert_eq!(s.source.max_frame_bytes, 512 << 10);
+        let text = "[source]\nkind = \"camera\"\nmax_frame_bytes = \"8MiB\"\n";
+        let s = Settings::from_toml(text, Path::new("x")).unwrap();
+        assert_eq!(s.source.max_frame_bytes, 8 << 20);
+        let printed = s.to_string();
+        assert!(
+            printed.contains("\nmax_frame_bytes = 8388608\n"),
+            "{printed}"
+        );
+        let again = Settings::from_toml(&printed, Path::new("y")).unwrap();
+        assert_eq!(again.source.max_frame_bytes, 8 << 20);
+        // Not shown where it does nothing (and refused there: see below).
+        assert!(!Settings::demo().to_string().contains("max_frame_bytes"));
+    }
+
+    #[test]
+    fn refuses_a_bad_max_frame_bytes_naming_the_key_and_the_fix() {
+        let cases = [
+            ("[source]\npixel_format = \"mjpeg\"\nmax_frame_bytes = \"lots\"\n", "not a size"),
+            ("[source]\npixel_format = \"mjpeg\"\nmax_frame_bytes = 100\n", "1KiB"),
+            ("[source]\npixel_format = \"mjpeg\"\nmax_frame_bytes = \"2GiB\"\n", "1GiB"),
+            ("[source]\npixel_format = \"mjpeg\"\nmax_frame_bytes = -5\n", "negative"),
+            ("[source]\nmax_frame_bytes = \"8MiB\"\n", "pixel_format = \"mjpeg\""),
+            // 11 buffers that may each grow to 1 GiB do not fit the ring's 8 GiB.
+            (
+                "[source]\npixel_format = \"mjpeg\"\nmax_frame_bytes = \"1GiB\"\n[ring]\nframes = 8\n[encoder]\nthreads = 1\n",
+                "lower source.max_frame_bytes",
+            ),
+        ];
+        for (text, words) in cases {
+            let found = problems(text);
+            let p = found
+                .iter()
+                .find(|p| p.key == "source.max_frame_bytes")
+                .unwrap_or_else(|| panic!("{text:?}: {found:?}"));
+            assert!(
+                p.position.is_some() && p.message.contains(words),
+                "{text:?}: {p}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_ring_check_counts_mjpeg_buffers_at_their_largest() {
+        // 16384x16384 MJPEG: frames may grow to ~768 MiB each, so 7 buffers
+        // fit in 8 GiB and 19 do not.
+        let base = "[source]\nkind = \"raw\"\npath = \"-\"\npixel_format = \"mjpeg\"\nwidth = 16384\nheight = 16384\n[encoder]\nthreads = 1\n";
+        assert!(
+            Settings::from_toml(&format!("{base}[ring]\nframes = 4\n"), Path::new("x")).is_ok()
+        );
+        let found = problems(&format!("{base}[ring]\nframes = 16\n"));
+        let ring = found
+            .iter()
+            .find(|p| p.key == "ring.frames")
+            .expect("a ring.frames problem");
+        assert!(ring.message.contains("source.max_frame_bytes"), "{ring}");
+        // A smaller bound makes it fit.
+        let bounded = format!("{base}max_frame_bytes = \"64MiB\"\n[ring]\nframes = 16\n").replacen(
+            "[encoder]\nthreads = 1\n",
+            "",
+            1,
+        ) + "[encoder]\nthreads = 1\n";
+        assert!(
+            Settings::from_toml(&bounded, Path::new("x")).is_ok(),
+            "{bounded}"
+        );
+    }
 }
