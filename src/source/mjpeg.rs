@@ -231,6 +231,29 @@ pub(crate) fn inner_frame_start(jpeg: &[u8]) -> Option<usize> {
     None
 }
 
+/// Whether the JPEG's header holds an Adobe (APP14) segment: its CMYK
+/// samples are then stored inverted (as Photoshop, ImageMagick and libjpeg
+/// write them).
+pub(crate) fn has_adobe_marker(jpeg: &[u8]) -> bool {
+    let mut i = 2;
+    while i + 4 <= jpeg.len() && jpeg[i] == 0xFF {
+        let marker = jpeg[i + 1];
+        if marker == 0xFF {
+            i += 1;
+            continue;
+        }
+        if matches!(marker, 0xD8 | 0xD9 | 0xDA | 0x01 | 0xD0..=0xD7) {
+            return false;
+        }
+        let len = usize::from(u16::from_be_bytes([jpeg[i + 2], jpeg[i + 3]]));
+        if marker == 0xEE && jpeg.get(i + 4..i + 9) == Some(&b"Adobe"[..]) {
+            return true;
+        }
+        i += 2 + len;
+    }
+    false
+}
+
 /// A small JPEG for tests: a pattern that differs with `seed`.
 #[cfg(test)]
 pub(crate) fn test_jpeg(width: usize, height: usize, progressive: bool, seed: usize) -> Vec<u8> {
@@ -382,5 +405,14 @@ mod tests {
                 matches!(skips[0], JpegError::TooLarge { bytes, max: m } if bytes > max && m == max)
             );
         }
+    }
+
+    #[test]
+    fn finds_the_adobe_marker() {
+        let mut adobe = vec![0xFF, 0xD8, 0xFF, 0xEE, 0x00, 0x0E];
+        adobe.extend_from_slice(b"Adobe\x00\x64\x00\x00\x00\x00\x02");
+        adobe.extend_from_slice(&sample(8, 8, false)[2..]);
+        assert!(has_adobe_marker(&adobe));
+        assert!(!has_adobe_marker(&sample(8, 8, false)));
     }
 }
