@@ -278,6 +278,7 @@ pub(crate) fn test_jpeg(width: usize, height: usize, progressive: bool, seed: us
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
 
     fn sample(width: usize, height: usize, progressive: bool) -> Vec<u8> {
         test_jpeg(width, height, progressive, 0)
@@ -414,5 +415,101 @@ mod tests {
         adobe.extend_from_slice(&sample(8, 8, false)[2..]);
         assert!(has_adobe_marker(&adobe));
         assert!(!has_adobe_marker(&sample(8, 8, false)));
+    }
+
+    /// Whether `frames` are `wanted` in order, less some of those marked as
+    /// allowed to be lost (the same JPEG can be wanted more than once).
+    fn kept_in_order(frames: &[Vec<u8>], wanted: &[(Vec<u8>, bool)]) -> bool {
+        match (frames.split_first(), wanted.split_first()) {
+            (_, None) => frames.is_empty(),
+            (None, Some(_)) => wanted.iter().all(|(_, may_be_lost)| *may_be_lost),
+            (Some((frame, rest)), Some(((jpeg, may_be_lost), wanted_rest))) => {
+                (frame == jpeg && kept_in_order(rest, wanted_rest))
+                    || (*may_be_lost && kept_in_order(frames, wanted_rest))
+            }
+        }
+    }
+
+    /// The JPEGs the random streams are made of: two kinds, a few sizes.
+    fn stream_jpegs() -> &'static [Vec<u8>] {
+        static JPEGS: std::sync::OnceLock<Vec<Vec<u8>>> = std::sync::OnceLock::new();
+        JPEGS.get_or_init(|| {
+            [
+                (16, 16, false),
+                (24, 8, true),
+                (8, 8, false),
+                (40, 24, true),
+            ]
+            .iter()
+            .enumerate()
+            .map(|(seed, &(w, h, progressive))| test_jpeg(w, h, progressive, seed * 31))
+            .collect()
+        })
+    }
+
+    /// A piece of an MJPEG stream.
+    #[derive(Clone, Debug)]
+    enum Piece {
+        /// One of the test JPEGs, whole.
+        Whole(usize),
+        /// The first bytes of one (never all of it).
+        Torn(usize, prop::sample::Index),
+        /// Bytes that are no JPEG. They hold no end-of-image marker: a torn
+        /// scan followed by one is a damaged frame that is whole by its
+        /// markers, which no splitter can tell from a good one.
+        Garbage(Vec<u8>),
+    }
+
+    fn piece() -> impl Strategy<Value = Piece> {
+        prop_oneof![
+            3 => (0..4usize).prop_map(Piece::Whole),
+            1 => (0..4usize, any::<prop::sample::Index>()).prop_map(|(i, at)| Piece::Torn(i, at)),
+            1 => prop::collection::vec(any::<u8>().prop_map(|b| if b == 0xD9 { 0xD8 } else { b }), 1..64)
+                .prop_map(Piece::Garbage),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(1000))]
+
+        /// Whole JPEGs come out byte for byte and in order, whatever torn
+        /// frames and garbage lie between them and however the stream is
+        /// read; only one right after such bytes may be lost with them, and
+        /// nothing else ever comes out.
+        #[test]
+        fn splitting_keeps_every_whole_jpeg_and_nothing_else(
+            pieces in prop::collection::vec(piece(), 0..12),
+            reads in prop::collection::vec(1..300usize, 1..8),
+        ) {
+            let jpegs = stream_jpegs();
+            let mut stream = Vec::new();
+            let mut wanted = Vec::new();
+            let mut after_bad = false;
+            for piece in &pieces {
+                match piece {
+                    Piece::Whole(i) => {
+                        stream.extend_from_slice(&jpegs[*i]);
+                        wanted.push((jpegs[*i].clone(), after_bad));
+                        after_bad = false;
+                    }
+                    Piece::Torn(i, at) => {
+                        let jpeg = &jpegs[*i];
+                        stream.extend_from_slice(&jpeg[..at.index(jpeg.len())]);
+                        after_bad = true;
+                    }
+                    Piece::Garbage(bytes) => {
+                        stream.extend_from_slice(bytes);
+                        after_bad = true;
+                    }
+                }
+            }
+            let (frames, _) = split_all(&stream, &reads, 1 << 20);
+            prop_assert!(
+                kept_in_order(&frames, &wanted),
+                "{} frames came out of {} whole JPEGs: one was lost, or came out that is none of them",
+                frames.len(),
+                wanted.len()
+            );
+        }
     }
 }
