@@ -76,6 +76,27 @@ pub fn sized(out: &mut Vec<u8>, len: usize) -> &mut [u8] {
     &mut out[..len]
 }
 
+/// CMYK → RGB in the same buffer (4 bytes a pixel in, 3 out; the buffer
+/// shrinks), by the usual formula R = (1 − C)(1 − K) and so on. `inverted`:
+/// the samples are stored as 255 − ink, as in JPEGs with an Adobe marker.
+pub fn cmyk_to_rgb_in_place(buf: &mut Vec<u8>, inverted: bool) {
+    let pixels = buf.len() / 4;
+    let flip = if inverted { 0 } else { 255 };
+    for i in 0..pixels {
+        let [c, m, y, k] = [buf[4 * i], buf[4 * i + 1], buf[4 * i + 2], buf[4 * i + 3]];
+        // The part of each primary no ink takes away, 0..=255.
+        let white = |ink: u8| u32::from(ink ^ flip);
+        let k = white(k);
+        let mix = |ink: u8| ((white(ink) * k + 127) / 255) as u8;
+        // Pixel i's RGB goes to 3i..3i+3, below its own CMYK (4i..4i+4),
+        // which is already read, and below every later pixel's.
+        buf[3 * i] = mix(c);
+        buf[3 * i + 1] = mix(m);
+        buf[3 * i + 2] = mix(y);
+    }
+    buf.truncate(pixels * 3);
+}
+
 /// Packed YUYV (limited range) → RGB.
 pub fn yuyv_to_rgb(src: &[u8], width: usize, height: usize, out: &mut Vec<u8>) {
     let out = sized(out, width * height * 3);
@@ -274,6 +295,19 @@ pub fn rgb_to(
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn cmyk_becomes_rgb_in_place_either_way_round() {
+        // White, black, cyan, and half-strength magenta, as ink amounts.
+        let inks: [[u8; 4]; 4] = [[0, 0, 0, 0], [0, 0, 0, 255], [255, 0, 0, 0], [0, 128, 0, 0]];
+        let rgb = [255, 255, 255, 0, 0, 0, 0, 255, 255, 255, 127, 255];
+        let mut plain: Vec<u8> = inks.concat();
+        cmyk_to_rgb_in_place(&mut plain, false);
+        assert_eq!(plain, rgb);
+        let mut adobe: Vec<u8> = inks.concat().iter().map(|v| 255 - v).collect();
+        cmyk_to_rgb_in_place(&mut adobe, true);
+        assert_eq!(adobe, rgb);
+    }
     use super::*;
     use crate::frame::PixelFormat;
 

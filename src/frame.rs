@@ -79,7 +79,8 @@ impl PixelFormat {
 
     /// The buffer size to preallocate for `width`×`height` frames. MJPEG
     /// frames vary; a quarter of RGB covers typical camera JPEGs and the
-    /// buffer grows once if a frame is bigger.
+    /// buffer grows if a frame is bigger (up to the source's
+    /// `max_frame_bytes`, past which frames are dropped).
     pub(crate) const fn buffer_capacity(self, width: u32, height: u32) -> usize {
         match self.frame_len(width, height) {
             Some(len) => len,

@@ -33,6 +33,35 @@ fn check_prints_the_effective_settings() {
 }
 
 #[test]
+fn check_prints_the_mjpeg_frame_bound_where_it_applies() {
+    let env = Env::new();
+    for (text, bound) in [
+        // The default: the RGB size of a 640x480 frame plus 256 KiB.
+        ("[source]\nkind = \"camera\"\nwidth = 640\nheight = 480\n", 1_183_744),
+        (
+            "[source]\nkind = \"raw\"\npath = \"-\"\npixel_format = \"mjpeg\"\nmax_frame_bytes = \"3MiB\"\n",
+            3 << 20,
+        ),
+    ] {
+        let path = env.input("good.toml", text.as_bytes());
+        let output = env.run(&["check", "--config", path.to_str().unwrap()]);
+        assert_success(&output);
+        let printed = String::from_utf8_lossy(&output.stdout);
+        assert!(
+            printed.contains(&format!("\nmax_frame_bytes = {bound}\n")),
+            "{text:?} printed:\n{printed}"
+        );
+        let again = env.input("again.toml", &output.stdout);
+        let output = env.run(&["check", "--config", again.to_str().unwrap()]);
+        assert_success(&output);
+        assert_eq!(String::from_utf8_lossy(&output.stdout), printed);
+    }
+    // Raw pixels have a fixed size: no bound is printed.
+    let output = check(&env, "camera = \"x\"\n");
+    assert!(!String::from_utf8_lossy(&output.stdout).contains("max_frame_bytes"));
+}
+
+#[test]
 fn each_kind_of_bad_config_exits_78_naming_its_line() {
     let cases: &[(&str, &str, &[&str])] = &[
         ("syntax", "[source\nwidth = 3\n", &["line 1"]),
@@ -85,6 +114,20 @@ fn each_kind_of_bad_config_exits_78_naming_its_line() {
             "block on a live source",
             "[ring]\nwhen_full = \"block\"\n",
             &["line 2", "ring.when_full"],
+        ),
+        (
+            "frame bound not a size",
+            "[source]\nkind = \"camera\"\nmax_frame_bytes = \"big\"\n",
+            &["line 3", "source.max_frame_bytes", "50GiB"],
+        ),
+        (
+            "frame bound for raw pixels",
+            "[source]\nmax_frame_bytes = \"8MiB\"\n",
+            &[
+                "line 2",
+                "source.max_frame_bytes",
+                "pixel_format = \"mjpeg\"",
+            ],
         ),
     ];
     let env = Env::new();

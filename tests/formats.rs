@@ -234,6 +234,74 @@ fn mjpeg_passthrough_stores_the_cameras_bytes() {
     }
 }
 
+/// A CMYK JPEG made by ImageMagick (Adobe's inverted YCCK, as Photoshop
+/// writes them) from a colourful picture, and the picture.
+fn cmyk_jpeg(env: &Env) -> (Vec<u8>, Vec<u8>) {
+    let rgb = rgb_image(W, H, 5);
+    let ppm = env.input(
+        "cmyk.ppm",
+        &[format!("P6\n{W} {H}\n255\n").into_bytes(), rgb.clone()].concat(),
+    );
+    let jpg = env.path("cmyk.jpg");
+    let status = std::process::Command::new("convert")
+        .arg(&ppm)
+        .args(["-colorspace", "CMYK", "-quality", "95"])
+        .arg(&jpg)
+        .status()
+        .unwrap();
+    assert!(status.success(), "ImageMagick convert failed");
+    let colorspace = std::process::Command::new("identify")
+        .args(["-format", "%[colorspace]"])
+        .arg(&jpg)
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&colorspace.stdout), "CMYK");
+    (std::fs::read(&jpg).unwrap(), rgb)
+}
+
+#[test]
+fn a_cmyk_mjpeg_frame_is_decoded_to_its_colours() {
+    let setup = Env::new();
+    let (jpeg, rgb) = cmyk_jpeg(&setup);
+    // How Pillow, independently, shows the same file.
+    let pillow = pillow_rgb(&setup.path("cmyk.jpg"));
+    assert!(
+        psnr(&pillow, &rgb) >= 30.0,
+        "the test picture itself is off"
+    );
+    for (snapshot, against_pillow) in [
+        ("format = \"png\"", 45.0),
+        (
+            "format = \"jpeg\"\npassthrough = false\nquality = 95\nsubsampling = \"444\"",
+            38.0,
+        ),
+    ] {
+        let env = Env::new();
+        let written = record_raw(
+            &env,
+            "mjpeg",
+            &[jpeg.clone(), jpeg.clone()].concat(),
+            snapshot,
+        );
+        assert_eq!(written.len(), 2, "{snapshot}: {:?}", env.files());
+        let paths: Vec<PathBuf> = written.iter().map(|(p, _)| p.clone()).collect();
+        for decoded in decode(&paths) {
+            assert_eq!(decoded.mode, "RGB", "{snapshot}");
+            assert_eq!((decoded.width, decoded.height), (W as u32, H as u32));
+            let db = psnr(&decoded.pixels, &pillow);
+            assert!(
+                db >= against_pillow,
+                "{snapshot}: {db:.1} dB from Pillow's colours"
+            );
+            let db = psnr(&decoded.pixels, &rgb);
+            assert!(
+                db >= 30.0,
+                "{snapshot}: {db:.1} dB from the original colours"
+            );
+        }
+    }
+}
+
 #[test]
 fn mjpeg_to_png_decodes_the_same_pixels() {
     let env = Env::new();

@@ -2,6 +2,7 @@
 //! aborted or glued records together, each tried through the binary as a
 //! user would meet it.
 
+use std::io::Write;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -401,4 +402,85 @@ fn a_filesystem_out_of_inodes_is_made_room_on_when_there_is_a_quota() {
         wrote(&line) > 80,
         "writing stopped when the inodes ran out: {line}"
     );
+}
+
+/// A small JPEG (the pattern differs with `seed`).
+fn small_jpeg(seed: usize) -> Vec<u8> {
+    let pixels = rgb_image(64, 48, seed);
+    let image = turbojpeg::Image {
+        pixels: pixels.as_slice(),
+        width: 64,
+        pitch: 64 * 3,
+        height: 48,
+        format: turbojpeg::PixelFormat::RGB,
+    };
+    turbojpeg::compress(image, 90, turbojpeg::Subsamp::Sub2x2)
+        .unwrap()
+        .to_vec()
+}
+
+/// The peak resident memory of a running process, in KiB.
+fn peak_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+#[test]
+fn an_mjpeg_frame_over_max_frame_bytes_is_dropped_and_memory_stays_bounded() {
+    let env = Env::new();
+    env.config(
+        "[source]\nkind = \"raw\"\npath = \"-\"\npixel_format = \"mjpeg\"\nwidth = 64\nheight = 48\n\
+         max_frame_bytes = \"256KiB\"\n[ring]\nwhen_full = \"block\"\n[snapshot]\nevery = \"frame\"\n",
+    );
+    // A whole JPEG of 48 MiB: a small one with 768 extra 64 KiB segments.
+    let small = small_jpeg(1);
+    let mut big = small[..2].to_vec();
+    for _ in 0..768 {
+        big.extend_from_slice(&[0xFF, 0xEF, 0xFF, 0xFF]);
+        big.extend(std::iter::repeat_n(0x20, 0xFFFF - 2));
+    }
+    big.extend_from_slice(&small[2..]);
+    let before: Vec<Vec<u8>> = (0..3).map(small_jpeg).collect();
+    let after: Vec<Vec<u8>> = (3..6).map(small_jpeg).collect();
+    let mut child = env.spawn(true);
+    let mut stdin = child.stdin.take().unwrap();
+    let stream = [before.concat(), big.clone(), after.concat()].concat();
+    let writer = std::thread::spawn(move || {
+        stdin.write_all(&stream).unwrap();
+        stdin
+    });
+    // Every small frame is written while the input stays open...
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while env.images().len() < 6 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(env.images().len(), 6, "{:?}", env.files());
+    // ... and the 48 MiB frame never made the recorder hold it.
+    let peak = peak_kib(child.id());
+    drop(writer.join().unwrap());
+    wait_with_timeout(&mut child, Duration::from_secs(30));
+    let output = child.wait_with_output().unwrap();
+    assert_success(&output);
+    assert!(
+        peak < 40 << 10,
+        "peak memory {peak} KiB for a 256 KiB frame bound"
+    );
+    // The small JPEGs are numbered without a gap: the big one took no number.
+    let lines = env.manifest();
+    let mut seqs: Vec<u64> = lines.iter().map(|l| l["seq"].as_u64().unwrap()).collect();
+    seqs.sort_unstable();
+    assert_eq!(seqs, [1, 2, 3, 4, 5, 6]);
+    let text = stderr(&output);
+    let summary = summary_line(&output);
+    assert!(summary.contains("wrote 6 files"), "{summary}");
+    assert!(summary.contains("dropped 1 (corrupt 1)"), "{summary}");
+    assert!(
+        summary.contains(&format!(
+            "skipped 1 stretch of input that was not a whole frame ({} bytes)",
+            big.len()
+        )),
+        "{summary}"
+    );
+    assert!(text.contains("source.max_frame_bytes"), "{text}");
 }

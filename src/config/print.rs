@@ -4,6 +4,7 @@
 use std::fmt;
 
 use super::Settings;
+use crate::frame::PixelFormat;
 use crate::retention::MinFree;
 use crate::schedule::Every;
 use crate::source::Kind;
@@ -33,6 +34,10 @@ impl fmt::Display for Settings {
         writeln!(f, "height = {}", self.source.height)?;
         writeln!(f, "fps = {}", self.source.fps)?;
         writeln!(f, "pixel_format = \"{}\"", self.source.pixel_format)?;
+        let camera = matches!(self.source.kind, Kind::Camera { .. });
+        if camera || self.source.pixel_format == PixelFormat::Mjpeg {
+            writeln!(f, "max_frame_bytes = {}", self.source.max_frame_bytes)?;
+        }
         writeln!(f, "\n[ring]")?;
         writeln!(f, "frames = {}", self.ring.frames)?;
         writeln!(f, "when_full = \"{}\"", self.ring.when_full.name())?;

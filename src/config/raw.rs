@@ -34,6 +34,7 @@ pub(super) struct RawSource {
     pub(super) pixel_format: Option<Spanned<String>>,
     pub(super) path: Option<Spanned<String>>,
     pub(super) strict: Option<Spanned<bool>>,
+    pub(super) max_frame_bytes: Option<Spanned<StringOrInt>>,
 }
 
 #[derive(Debug, Default, serde::Deserialize)]

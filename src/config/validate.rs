@@ -81,7 +81,14 @@ pub(super) fn validate(raw: RawConfig, problems: &mut Problems<'_>) -> Option<Se
         &raw_snapshot,
         problems,
     );
-    ring_fits_memory(&source, ring.frames, threads, &raw_ring, problems);
+    ring_fits_memory(
+        &source,
+        ring.frames,
+        threads,
+        &raw_source,
+        &raw_ring,
+        problems,
+    );
 
     if !problems.is_empty() {
         return None;
@@ -138,6 +145,8 @@ struct SourceParts<'a> {
     height: Option<u32>,
     fps: Option<f64>,
     pixel_format: Option<PixelFormat>,
+    /// As written, or the default for the size once the size is valid.
+    max_frame_bytes: Option<usize>,
     /// No problem in the section at all.
     valid: bool,
 }
@@ -153,6 +162,7 @@ impl SourceParts<'_> {
             height: self.height?,
             fps: self.fps?,
             pixel_format: self.pixel_format?,
+            max_frame_bytes: self.max_frame_bytes?,
         })
     }
 }
@@ -279,6 +289,13 @@ fn source<'a>(source: &'a RawSource, problems: &mut Problems<'_>) -> SourceParts
             "is only used by kind = \"raw\"; remove it or set kind = \"raw\"",
         );
     }
+    let max_frame_bytes = match &source.max_frame_bytes {
+        Some(value) => max_frame_bytes(value, kind_name, pixel_format, problems),
+        None => match (width, height) {
+            (Some(w), Some(h)) => Some(source::default_max_frame_bytes(w, h)),
+            _ => None,
+        },
+    };
     SourceParts {
         kind_name,
         kind,
@@ -286,8 +303,43 @@ fn source<'a>(source: &'a RawSource, problems: &mut Problems<'_>) -> SourceParts
         height,
         fps,
         pixel_format,
+        max_frame_bytes,
         valid: problems.len() == before,
     }
+}
+
+/// The limits of `source.max_frame_bytes`: a JPEG's headers alone take a
+/// few hundred bytes; no camera sends a gigabyte a frame.
+const FRAME_BYTES: RangeInclusive<u64> = 1 << 10..=1 << 30;
+
+/// `source.max_frame_bytes`: a size, for MJPEG frames only.
+fn max_frame_bytes(
+    value: &Spanned<StringOrInt>,
+    kind_name: &str,
+    pixel_format: Option<PixelFormat>,
+    problems: &mut Problems<'_>,
+) -> Option<usize> {
+    const KEY: &str = "source.max_frame_bytes";
+    let bytes = parse_size_value(value, KEY, problems)?;
+    if !FRAME_BYTES.contains(&bytes) {
+        problems.at(
+            value,
+            KEY,
+            format!(
+                "{bytes} bytes is out of range; use \"1KiB\" to \"1GiB\" (the largest MJPEG frame to keep)"
+            ),
+        );
+        return None;
+    }
+    if kind_name != "camera" && pixel_format.is_some_and(|f| f != PixelFormat::Mjpeg) {
+        problems.at(
+            value,
+            KEY,
+            "bounds MJPEG frames only: remove it, or set pixel_format = \"mjpeg\"",
+        );
+        return None;
+    }
+    usize::try_from(bytes).ok()
 }
 
 /// `[ring]`'s values, each as far as it is valid by itself.
@@ -575,35 +627,58 @@ fn format_holds_source(
     }
 }
 
-/// Every buffer is allocated up front: refuse a ring that cannot fit.
+/// Every buffer is allocated up front, and MJPEG buffers may grow to
+/// `source.max_frame_bytes`: refuse a ring that cannot fit.
 fn ring_fits_memory(
     source: &SourceParts<'_>,
     frames: Option<usize>,
     threads: Option<usize>,
+    raw_source: &RawSource,
     raw_ring: &RawRing,
     problems: &mut Problems<'_>,
 ) {
-    let (Some(pf), Some(w), Some(h), Some(frames), Some(threads)) = (
+    let (Some(pf), Some(w), Some(h), Some(max_frame), Some(frames), Some(threads)) = (
         source.pixel_format,
         source.width,
         source.height,
+        source.max_frame_bytes,
         frames,
         threads,
     ) else {
         return;
     };
-    let frame = pf.buffer_capacity(w, h) as u64;
+    let camera = source.kind_name == "camera";
+    let frame = source::grown_buffer_bytes(camera, pf, w, h, max_frame) as u64;
     let buffers = ring::buffer_count(frames, threads) as u64;
-    if frame * buffers > ring::MAX_BYTES {
-        problems.add(
+    if frame * buffers <= ring::MAX_BYTES {
+        return;
+    }
+    let total = (frame * buffers) >> 20;
+    let allowed = ring::MAX_BYTES >> 20;
+    let grows = frame > pf.buffer_capacity(w, h) as u64;
+    match &raw_source.max_frame_bytes {
+        // The limit the user set is what does not fit.
+        Some(value) if grows => problems.at(
+            value,
+            "source.max_frame_bytes",
+            format!(
+                "{buffers} buffers that may each grow to {frame} bytes take {total} MiB, more than the {allowed} MiB allowed: lower source.max_frame_bytes or ring.frames"
+            ),
+        ),
+        _ if grows => problems.add(
             raw_ring.frames.as_ref().map(|v| v.span()),
             "ring.frames",
             format!(
-                "{buffers} buffers of {w}x{h} {pf} take {} MiB, more than the {} MiB allowed: lower ring.frames or the frame size",
-                (frame * buffers) >> 20,
-                ring::MAX_BYTES >> 20
+                "{buffers} buffers of {w}x{h} MJPEG frames (each up to source.max_frame_bytes = {frame} bytes) take {total} MiB, more than the {allowed} MiB allowed: lower ring.frames, the frame size or source.max_frame_bytes"
             ),
-        );
+        ),
+        _ => problems.add(
+            raw_ring.frames.as_ref().map(|v| v.span()),
+            "ring.frames",
+            format!(
+                "{buffers} buffers of {w}x{h} {pf} take {total} MiB, more than the {allowed} MiB allowed: lower ring.frames or the frame size"
+            ),
+        ),
     }
 }
 

@@ -328,6 +328,7 @@ mod tests {
                 height: 48,
                 fps: 50.0,
                 pixel_format: PixelFormat::Gray,
+                max_frame_bytes: 1 << 20,
             },
             ring: ring::Options {
                 frames: 64,

@@ -146,7 +146,9 @@ pub struct DecodedShape {
 
 impl MjpegDecoder {
     /// Decodes `jpeg` into `out`: gray if the JPEG is gray or `force_gray`,
-    /// RGB otherwise.
+    /// RGB otherwise. A CMYK (or YCCK) JPEG, as Adobe tools write them, is
+    /// decoded to CMYK and converted to RGB (with `force_gray`, the encoder
+    /// makes gray of that RGB).
     pub fn decode(
         &mut self,
         jpeg: &[u8],
@@ -160,23 +162,29 @@ impl MjpegDecoder {
                 .insert(turbojpeg::Decompressor::new().map_err(EncodeError::Jpeg)?),
         };
         let header = d.read_header(jpeg).map_err(EncodeError::Decode)?;
+        let cmyk = matches!(
+            header.colorspace,
+            turbojpeg::Colorspace::CMYK | turbojpeg::Colorspace::YCCK
+        );
+        let gray = !cmyk && (force_gray || header.subsamp == turbojpeg::Subsamp::Gray);
+        let format = if cmyk {
+            turbojpeg::PixelFormat::CMYK
+        } else if gray {
+            turbojpeg::PixelFormat::GRAY
+        } else {
+            turbojpeg::PixelFormat::RGB
+        };
         // A torn header can claim any size: never allocate for an absurd one.
         let side = MAX_SIDE as usize;
         if header.width > side
             || header.height > side
-            || header.width * header.height * 3 > MAX_DECODED
+            || header.width * header.height * format.size() > MAX_DECODED
         {
             return Err(EncodeError::TooLarge {
                 width: header.width,
                 height: header.height,
             });
         }
-        let gray = force_gray || header.subsamp == turbojpeg::Subsamp::Gray;
-        let format = if gray {
-            turbojpeg::PixelFormat::GRAY
-        } else {
-            turbojpeg::PixelFormat::RGB
-        };
         let pitch = header.width * format.size();
         let image = turbojpeg::Image {
             pixels: crate::convert::sized(out, pitch * header.height),
@@ -186,6 +194,10 @@ impl MjpegDecoder {
             format,
         };
         d.decompress(jpeg, image).map_err(EncodeError::Decode)?;
+        if cmyk {
+            let inverted = crate::source::mjpeg::has_adobe_marker(jpeg);
+            crate::convert::cmyk_to_rgb_in_place(out, inverted);
+        }
         Ok(DecodedShape {
             width: header.width,
             height: header.height,

@@ -338,8 +338,57 @@ pub trait Device {
     /// Starts streaming in `mode`; returns the mode actually granted.
     fn start(&mut self, mode: Mode) -> Result<Mode, CameraError>;
     /// Waits for the next frame and copies it into `frame` (data, size,
-    /// format and capture time). `Ok(false)`: a stop came first.
-    fn capture(&mut self, frame: &mut Frame, stop: &AtomicBool) -> Result<bool, CameraError>;
+    /// format and capture time) with [`deliver`], which refuses an MJPEG
+    /// frame over `max_frame_bytes` before copying it.
+    fn capture(
+        &mut self,
+        frame: &mut Frame,
+        max_frame_bytes: usize,
+        stop: &AtomicBool,
+    ) -> Result<Delivered, CameraError>;
+}
+
+/// What [`Device::capture`] put into the frame.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Delivered {
+    /// A frame (perhaps torn: the camera source checks it).
+    Frame,
+    /// An MJPEG frame of `bytes`, over the limit: not copied, the frame's
+    /// data is left empty.
+    TooLarge { bytes: usize },
+    /// A stop came first.
+    Stopped,
+}
+
+/// Copies a frame the driver filled (`data`, cut to the bytes it used) into
+/// `frame` as `mode` describes it: an MJPEG frame is cut to its JPEG (some
+/// cameras pad after it) and refused, uncopied, when it is larger than
+/// `max_frame_bytes`; a frame the driver marked `damaged` is left empty (the
+/// camera source drops it as corrupt). The buffer never grows past the limit.
+pub(crate) fn deliver(
+    frame: &mut Frame,
+    data: &[u8],
+    damaged: bool,
+    mode: Mode,
+    max_frame_bytes: usize,
+) -> Delivered {
+    let mut used = data.len();
+    if mode.format == CamFormat::Mjpeg {
+        if let Ok(Some(found)) = mjpeg::extent(data) {
+            used = found.len;
+        }
+    }
+    frame.data.clear();
+    frame.width = mode.width;
+    frame.height = mode.height;
+    frame.format = mode.format.pixel_format();
+    if mode.format == CamFormat::Mjpeg && used > max_frame_bytes {
+        return Delivered::TooLarge { bytes: used };
+    }
+    if !damaged {
+        frame.data.extend_from_slice(&data[..used]);
+    }
+    Delivered::Frame
 }
 
 /// Finds and opens cameras.
@@ -358,6 +407,8 @@ pub(crate) struct Request {
     pub strict: bool,
     /// Whether the output can store frames in this format.
     pub usable: fn(CamFormat) -> bool,
+    /// The largest MJPEG frame kept; larger ones are dropped as corrupt.
+    pub max_frame_bytes: usize,
 }
 
 /// The camera source: connects, captures, and reconnects after a loss,
@@ -411,8 +462,8 @@ impl<O: Opener> Camera<O> {
     }
 
     /// Captures the next whole frame into `frame`. A missing or lost camera
-    /// is waited for (a stop ends the wait); a corrupt MJPEG frame is
-    /// reported as [`Captured::Corrupt`].
+    /// is waited for (a stop ends the wait); a corrupt MJPEG frame, or one
+    /// over `max_frame_bytes`, is reported as [`Captured::Corrupt`].
     pub(crate) fn next_frame(
         &mut self,
         frame: &mut Frame,
@@ -447,9 +498,14 @@ impl<O: Opener> Camera<O> {
                 }
                 continue;
             };
-            match device.capture(frame, stop) {
-                Ok(false) => return Ok(Captured::End),
-                Ok(true) => {
+            let max = self.request.max_frame_bytes;
+            match device.capture(frame, max, stop) {
+                Ok(Delivered::Stopped) => return Ok(Captured::End),
+                Ok(Delivered::TooLarge { bytes }) => {
+                    self.corrupt += 1;
+                    return Ok(Captured::Corrupt(mjpeg::JpegError::TooLarge { bytes, max }));
+                }
+                Ok(Delivered::Frame) => {
                     self.streak += 1;
                     if self.streak == 10 {
                         // Streaming steadily again: the next loss starts over.
@@ -737,19 +793,19 @@ mod tests {
             self.mode = Some(mode);
             Ok(mode)
         }
-        fn capture(&mut self, frame: &mut Frame, _stop: &AtomicBool) -> Result<bool, CameraError> {
+        fn capture(
+            &mut self,
+            frame: &mut Frame,
+            max_frame_bytes: usize,
+            _stop: &AtomicBool,
+        ) -> Result<Delivered, CameraError> {
             let mode = self.mode.expect("started");
             let data = self.frames.pop_front().ok_or_else(|| CameraError::Lost {
                 device: "fake".into(),
                 source: std::io::Error::from_raw_os_error(19), // ENODEV
             })?;
-            frame.data.clear();
-            frame.data.extend_from_slice(&data);
-            frame.width = mode.width;
-            frame.height = mode.height;
-            frame.format = mode.format.pixel_format();
             frame.captured_at = SystemTime::now();
-            Ok(true)
+            Ok(deliver(frame, &data, false, mode, max_frame_bytes))
         }
     }
 
@@ -782,6 +838,7 @@ mod tests {
             wanted: mode(4, 2, 30, format),
             strict: false,
             usable: all,
+            max_frame_bytes: 1 << 20,
         }
     }
 
@@ -876,6 +933,54 @@ mod tests {
             Captured::Frame
         );
         assert_eq!(frame.data, whole);
+        assert_eq!(camera.corrupt, 1);
+    }
+
+    #[test]
+    fn an_mjpeg_frame_over_the_limit_is_dropped_before_it_is_copied() {
+        let small = mjpeg::test_jpeg(16, 8, false, 3);
+        let big = mjpeg::test_jpeg(512, 512, false, 5);
+        // A camera that pads its frames: the padding does not count.
+        let padded = [&small[..], &[0u8; 4096]].concat();
+        let opener = FakeOpener {
+            script: [Some(vec![small.clone(), big.clone(), padded])].into(),
+            attempts: 0,
+            modes: vec![mode(16, 8, 30, CamFormat::Mjpeg)],
+        };
+        let max = small.len() + 1024;
+        assert!(big.len() > max);
+        let mut camera = Camera::new(
+            opener,
+            Request {
+                max_frame_bytes: max,
+                ..request(CamFormat::Mjpeg)
+            },
+        );
+        let stop = AtomicBool::new(false);
+        let mut frame = Frame::with_capacity(0);
+        assert_eq!(
+            camera.next_frame(&mut frame, &stop).unwrap(),
+            Captured::Frame
+        );
+        let capacity = frame.data.capacity();
+        assert_eq!(
+            camera.next_frame(&mut frame, &stop).unwrap(),
+            Captured::Corrupt(mjpeg::JpegError::TooLarge {
+                bytes: big.len(),
+                max
+            })
+        );
+        assert!(frame.data.is_empty());
+        assert_eq!(
+            frame.data.capacity(),
+            capacity,
+            "the buffer grew for a frame it dropped"
+        );
+        assert_eq!(
+            camera.next_frame(&mut frame, &stop).unwrap(),
+            Captured::Frame
+        );
+        assert_eq!(frame.data, small);
         assert_eq!(camera.corrupt, 1);
     }
 

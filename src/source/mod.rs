@@ -51,12 +51,58 @@ pub struct Options {
     pub height: u32,
     pub fps: f64,
     pub pixel_format: PixelFormat,
+    /// The largest MJPEG frame kept (`source.max_frame_bytes`): a bigger one
+    /// is dropped as corrupt before it is copied into a ring buffer, so the
+    /// buffers never grow past this.
+    pub max_frame_bytes: usize,
+}
+
+/// Slack over the RGB size of a frame in the default
+/// [`Options::max_frame_bytes`]: room for JPEG headers, EXIF and an
+/// embedded thumbnail.
+const FRAME_SLACK: usize = 256 << 10;
+/// The smallest default [`Options::max_frame_bytes`], for tiny frame sizes.
+const MIN_DEFAULT_FRAME_BYTES: usize = 512 << 10;
+
+/// The default `max_frame_bytes` for `width`×`height` frames: the size of
+/// the frame as RGB (more than any sane JPEG of it) plus header slack, at
+/// least 512 KiB.
+pub(crate) const fn default_max_frame_bytes(width: u32, height: u32) -> usize {
+    let rgb = width as usize * height as usize * 3 + FRAME_SLACK;
+    if rgb > MIN_DEFAULT_FRAME_BYTES {
+        rgb
+    } else {
+        MIN_DEFAULT_FRAME_BYTES
+    }
 }
 
 impl Options {
-    /// The size of each of the ring's frame buffers.
-    pub(crate) const fn buffer_capacity(&self) -> usize {
-        self.pixel_format.buffer_capacity(self.width, self.height)
+    /// The size of each of the ring's frame buffers when allocated.
+    pub(crate) fn buffer_capacity(&self) -> usize {
+        let capacity = self.pixel_format.buffer_capacity(self.width, self.height);
+        match self.pixel_format {
+            PixelFormat::Mjpeg => capacity.min(self.max_frame_bytes),
+            _ => capacity,
+        }
+    }
+}
+
+/// The most one ring buffer can grow to while recording `width`×`height`
+/// frames of `pixel_format` (from a camera when `camera`): MJPEG frames
+/// (asked for, or a camera's fallback) up to `max_frame_bytes`, other
+/// frames their own size.
+pub(crate) fn grown_buffer_bytes(
+    camera: bool,
+    pixel_format: PixelFormat,
+    width: u32,
+    height: u32,
+    max_frame_bytes: usize,
+) -> usize {
+    let capacity = pixel_format.buffer_capacity(width, height);
+    if pixel_format == PixelFormat::Mjpeg || camera {
+        capacity.max(max_frame_bytes)
+    } else {
+        capacity
     }
 }
 
@@ -124,6 +170,7 @@ impl Source {
                     },
                     strict: *strict,
                     usable,
+                    max_frame_bytes: s.max_frame_bytes,
                 };
                 Source::Camera(Box::new(camera::Camera::new(v4l2::LinuxOpener, request)))
             }
@@ -138,6 +185,7 @@ impl Source {
                 s.width,
                 s.height,
                 s.pixel_format,
+                s.max_frame_bytes,
             )?)),
         })
     }

@@ -5,7 +5,10 @@
 //! Frames are read as fast as the pipeline takes them, straight into the ring's
 //! buffers. The end of input ends the run (after the pipeline drains). A
 //! partial frame at the end, or bytes between JPEGs that are not a JPEG, are
-//! counted and skipped, never stored.
+//! counted and skipped, never stored. A JPEG larger than `max_frame_bytes`
+//! is skipped as well (the reader resynchronises on the next start of
+//! image) and reported as corrupt, so neither the read buffer nor a ring
+//! buffer ever grows past that bound.
 
 use std::fs::File;
 use std::io;
@@ -16,11 +19,9 @@ use std::time::SystemTime;
 
 use crate::frame::{Frame, PixelFormat};
 
-use super::mjpeg::{self, JpegError};
+use super::mjpeg::{self, JpegError, Step};
 use super::{Captured, SourceError};
 
-/// The largest JPEG accepted from a stream before it is taken for garbage.
-const MAX_JPEG: usize = 64 << 20;
 /// The pipe buffer asked for when stdin is a pipe (Linux's default limit
 /// for unprivileged processes).
 const PIPE_SIZE: usize = 1 << 20;
@@ -68,6 +69,8 @@ pub struct Raw {
     width: u32,
     height: u32,
     format: PixelFormat,
+    /// For MJPEG: the largest JPEG kept; a larger one is skipped.
+    max_jpeg: usize,
     /// For MJPEG: bytes read but not yet returned, `pending[start..]`.
     pending: Vec<u8>,
     start: usize,
@@ -87,6 +90,7 @@ impl Raw {
         width: u32,
         height: u32,
         format: PixelFormat,
+        max_jpeg: usize,
     ) -> Result<Raw, SourceError> {
         let input = if path == Path::new("-") {
             let stdin = io::stdin();
@@ -112,6 +116,7 @@ impl Raw {
             width,
             height,
             format,
+            max_jpeg,
             pending: Vec::new(),
             start: 0,
             eof: false,
@@ -256,8 +261,25 @@ impl Raw {
     fn read_jpeg(&mut self, frame: &mut Frame, stop: &AtomicBool) -> Result<Captured, SourceError> {
         loop {
             let data = &self.pending[self.start..];
-            match mjpeg::extent(data) {
-                Ok(Some(found)) => {
+            let step = if self.eof {
+                let Some(step) = mjpeg::split_final(data, self.max_jpeg) else {
+                    return Ok(Captured::End);
+                };
+                if matches!(step, Step::Skip { len, .. } if len == data.len())
+                    && data.starts_with(&[0xFF, 0xD8])
+                {
+                    tracing::warn!(
+                        path = %self.path.display(),
+                        bytes = data.len(),
+                        "the input ends inside a JPEG; the torn frame is skipped"
+                    );
+                }
+                step
+            } else {
+                mjpeg::split(data, self.max_jpeg)
+            };
+            match step {
+                Step::Frame(found) => {
                     frame.data.clear();
                     frame.data.extend_from_slice(&data[..found.len]);
                     frame.width = found.width;
@@ -265,39 +287,20 @@ impl Raw {
                     self.start += found.len;
                     return Ok(Captured::Frame);
                 }
-                Ok(None) if data.len() > MAX_JPEG => {
-                    let next = next_soi(&data[2..]).map_or(data.len(), |i| i + 2);
-                    self.skip(next, JpegError::Truncated);
+                Step::Skip { len, why } => {
+                    self.skip(len, why);
+                    if let JpegError::TooLarge { .. } = why {
+                        return Ok(Captured::Corrupt(why));
+                    }
                 }
-                Ok(None) => {
-                    if !self.fill(stop)? {
+                Step::More => {
+                    if !self.fill(stop)? && !self.eof {
+                        // Stopped: what is left is not a frame.
                         let rest = self.pending.len() - self.start;
                         if rest > 0 {
                             self.skip(rest, JpegError::Truncated);
-                            tracing::warn!(
-                                path = %self.path.display(),
-                                bytes = rest,
-                                "the input ends inside a JPEG; the torn frame is skipped"
-                            );
                         }
                         return Ok(Captured::End);
-                    }
-                }
-                Err(why) => {
-                    // Resynchronise on the next start-of-image marker.
-                    let from = usize::from(why != JpegError::NoStart).min(data.len());
-                    match next_soi(&data[from..]) {
-                        Some(i) => self.skip(from + i, why),
-                        None => {
-                            let keep = usize::from(data.last() == Some(&0xFF));
-                            let n = data.len() - keep;
-                            self.skip(n, why);
-                            if !self.fill(stop)? {
-                                let rest = self.pending.len() - self.start;
-                                self.start += rest;
-                                return Ok(Captured::End);
-                            }
-                        }
                     }
                 }
             }
@@ -320,27 +323,30 @@ fn open_without_waiting(path: &Path) -> io::Result<File> {
     Ok(File::from(fd))
 }
 
-/// The offset of the next `FF D8 FF` (start of image and its first marker).
-fn next_soi(data: &[u8]) -> Option<usize> {
-    memchr::memmem::find(data, &[0xFF, 0xD8, 0xFF])
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::io::Write;
+
+    const LIMIT: usize = 1 << 20;
 
     fn jpeg(width: usize, height: usize, seed: usize) -> Vec<u8> {
         super::mjpeg::test_jpeg(width, height, false, seed)
     }
 
     fn read_all(raw: &mut Raw) -> Vec<Frame> {
-        let mut frames = Vec::new();
+        read_all_counting(raw).0
+    }
+
+    /// The frames read, and the reasons of the frames dropped as corrupt.
+    fn read_all_counting(raw: &mut Raw) -> (Vec<Frame>, Vec<JpegError>) {
+        let (mut frames, mut corrupt) = (Vec::new(), Vec::new());
         loop {
             let mut frame = Frame::with_capacity(0);
             match raw.next_frame(&mut frame, &AtomicBool::new(false)).unwrap() {
                 Captured::Frame => frames.push(frame),
-                Captured::End | Captured::Corrupt(_) => return frames,
+                Captured::Corrupt(why) => corrupt.push(why),
+                Captured::End => return (frames, corrupt),
             }
         }
     }
@@ -350,7 +356,7 @@ mod tests {
         let mut file = tempfile::NamedTempFile::new().unwrap();
         let data: Vec<u8> = (0..(4 * 2 * 3 * 2 + 5)).map(|i| i as u8).collect();
         file.write_all(&data).unwrap();
-        let mut raw = Raw::open(file.path(), 4, 2, PixelFormat::Rgb).unwrap();
+        let mut raw = Raw::open(file.path(), 4, 2, PixelFormat::Rgb, LIMIT).unwrap();
         let frames = read_all(&mut raw);
         assert_eq!(frames.len(), 2);
         assert_eq!(frames[1].data, data[24..48]);
@@ -364,7 +370,7 @@ mod tests {
         let stream = [&a[..], torn, b"garbage", &c[..], &b[..]].concat();
         let mut file = tempfile::NamedTempFile::new().unwrap();
         file.write_all(&stream).unwrap();
-        let mut raw = Raw::open(file.path(), 0, 0, PixelFormat::Mjpeg).unwrap();
+        let mut raw = Raw::open(file.path(), 0, 0, PixelFormat::Mjpeg, LIMIT).unwrap();
         let frames = read_all(&mut raw);
         let got: Vec<&[u8]> = frames.iter().map(|f| f.data.as_slice()).collect();
         assert_eq!(got, [&a[..], &c[..], &b[..]]);
@@ -380,16 +386,55 @@ mod tests {
         let stream = [&a[..], &garbage, &b[..], b"tail"].concat();
         let mut file = tempfile::NamedTempFile::new().unwrap();
         file.write_all(&stream).unwrap();
-        let mut raw = Raw::open(file.path(), 0, 0, PixelFormat::Mjpeg).unwrap();
+        let mut raw = Raw::open(file.path(), 0, 0, PixelFormat::Mjpeg, LIMIT).unwrap();
         assert_eq!(read_all(&mut raw).len(), 2);
         assert_eq!(raw.skipped(), (2, garbage.len() as u64 + 4));
     }
 
     #[test]
+    fn a_jpeg_over_the_limit_is_dropped_as_corrupt_and_skipped() {
+        let (a, b) = (jpeg(32, 16, 10), jpeg(16, 16, 90));
+        // Far over the limit: several reads' worth.
+        let big = jpeg(2048, 1536, 7);
+        let limit = 64 << 10;
+        assert!(big.len() > 2 * CHUNK && a.len() < limit);
+        let stream = [&a[..], &big, &b, &big[..big.len() / 2], &a].concat();
+        let mut file = tempfile::NamedTempFile::new().unwrap();
+        file.write_all(&stream).unwrap();
+        let mut raw = Raw::open(file.path(), 0, 0, PixelFormat::Mjpeg, limit).unwrap();
+        let (frames, corrupt) = read_all_counting(&mut raw);
+        let got: Vec<&[u8]> = frames.iter().map(|f| f.data.as_slice()).collect();
+        assert_eq!(got, [&a[..], &b[..], &a[..]]);
+        assert_eq!(corrupt.len(), 2, "{corrupt:?}");
+        for why in corrupt {
+            assert!(
+                matches!(why, JpegError::TooLarge { bytes, max } if bytes > limit && max == limit)
+            );
+            assert!(why.to_string().contains("source.max_frame_bytes"), "{why}");
+        }
+        // Both big JPEGs were skipped input, and nothing was read far past
+        // the limit to find that out.
+        let (stretches, bytes) = raw.skipped();
+        assert_eq!(stretches, 2);
+        assert_eq!(bytes, (big.len() + big.len() / 2) as u64);
+        assert!(
+            raw.pending.capacity() <= 2 * (limit + CHUNK),
+            "{}",
+            raw.pending.capacity()
+        );
+    }
+
+    #[test]
     fn a_missing_file_is_named() {
-        let err = Raw::open(Path::new("/nonexistent/frames.rgb"), 4, 4, PixelFormat::Rgb)
-            .err()
-            .unwrap();
+        let err = Raw::open(
+            Path::new("/nonexistent/frames.rgb"),
+            4,
+            4,
+            PixelFormat::Rgb,
+            LIMIT,
+        )
+        .err()
+        .unwrap();
         assert!(err.to_string().contains("/nonexistent/frames.rgb"), "{err}");
     }
 }

@@ -6,7 +6,8 @@
 //! frame followed by stale bytes fails every wholeness check), its stream
 //! waits for a frame without a timeout (a stalled camera would block a stop),
 //! and opening fails when the camera's current mode is one it cannot map
-//! (GREY, Y16, 29.97 fps). Here each frame is cut to `bytesused`, carries the
+//! (GREY, Y16, 29.97 fps). Here each frame is cut to `bytesused` (an MJPEG
+//! frame over `source.max_frame_bytes` is refused before it is copied), carries the
 //! driver's buffer timestamp, and the wait polls in short slices so a stop
 //! always gets through.
 //!
@@ -20,8 +21,7 @@ use std::time::{Duration, SystemTime};
 use v4l::io::traits::{CaptureStream, Stream as _};
 use v4l::video::Capture;
 
-use super::camera::{CamFormat, CameraError, Device, DeviceInfo, Mode, Opener};
-use super::mjpeg;
+use super::camera::{deliver, CamFormat, CameraError, Delivered, Device, DeviceInfo, Mode, Opener};
 use crate::frame::Frame;
 
 /// Buffers the driver fills in turn.
@@ -168,40 +168,33 @@ impl LinuxDevice {
         stream: &mut v4l::io::mmap::Stream<'static>,
         mode: Mode,
         frame: &mut Frame,
+        max_frame_bytes: usize,
         stop: &AtomicBool,
-    ) -> Result<bool, CameraError> {
+    ) -> Result<Delivered, CameraError> {
         if !self.primed {
             // Take the first frame by hand (and drop it): from then on every
             // `next` re-queues only the buffer it handed back, so a wait can
             // be cut short for a stop without upsetting the queue.
             if !self.wait_ready(stream, stop)? {
-                return Ok(false);
+                return Ok(Delivered::Stopped);
             }
             CaptureStream::dequeue(stream).map_err(|e| self.lost(e))?;
             self.primed = true;
         }
         if !self.wait_ready(stream, stop)? {
-            return Ok(false);
+            return Ok(Delivered::Stopped);
         }
         let (data, meta) = CaptureStream::next(stream).map_err(|e| self.lost(e))?;
         frame.captured_at = wall_time_of(&meta.timestamp);
-        let mut used = (meta.bytesused as usize).min(data.len());
-        if mode.format == CamFormat::Mjpeg {
-            // Some cameras pad after the end of the image: keep the JPEG only.
-            if let Ok(Some(found)) = mjpeg::extent(&data[..used]) {
-                used = found.len;
-            }
-        }
-        frame.data.clear();
-        if !meta.flags.contains(v4l::buffer::Flags::ERROR) {
-            // (A frame the driver marks damaged stays empty: the camera
-            // source drops it as corrupt.)
-            frame.data.extend_from_slice(&data[..used]);
-        }
-        frame.width = mode.width;
-        frame.height = mode.height;
-        frame.format = mode.format.pixel_format();
-        Ok(true)
+        let used = (meta.bytesused as usize).min(data.len());
+        let damaged = meta.flags.contains(v4l::buffer::Flags::ERROR);
+        Ok(deliver(
+            frame,
+            &data[..used],
+            damaged,
+            mode,
+            max_frame_bytes,
+        ))
     }
 }
 
@@ -270,11 +263,16 @@ impl Device for LinuxDevice {
         Ok(granted)
     }
 
-    fn capture(&mut self, frame: &mut Frame, stop: &AtomicBool) -> Result<bool, CameraError> {
+    fn capture(
+        &mut self,
+        frame: &mut Frame,
+        max_frame_bytes: usize,
+        stop: &AtomicBool,
+    ) -> Result<Delivered, CameraError> {
         let (Some(mode), Some(mut stream)) = (self.mode, self.stream.take()) else {
             return Err(self.error("not streaming"));
         };
-        let result = self.capture_from(&mut stream, mode, frame, stop);
+        let result = self.capture_from(&mut stream, mode, frame, max_frame_bytes, stop);
         if result.is_ok() {
             self.stream = Some(stream);
         } else {

@@ -313,4 +313,73 @@ mod tests {
             serde_json::from_str::<serde_json::Value>(whole).expect(whole);
         }
     }
+
+    mod random {
+        use super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(200))]
+
+            /// A manifest cut anywhere (a crash mid-write, a full disk) and
+            /// opened again: the highest whole line's seq is found, the torn
+            /// line is closed off, and every line after it is whole.
+            #[test]
+            fn reopening_after_any_truncation_keeps_every_whole_line(
+                written in 1..40u64,
+                cut in any::<prop::sample::Index>(),
+                more in 0..5u64,
+            ) {
+                let dir = tempfile::tempdir().unwrap();
+                let path = dir.path().join(MANIFEST_NAME);
+                let mut buf = Vec::new();
+                {
+                    let (manifest, _) = Manifest::open(dir.path(), "cam0", false, 0o640).unwrap();
+                    for seq in 1..=written {
+                        manifest.append(&line(seq, &format!("cam0/{seq}.png")), &mut buf).unwrap();
+                    }
+                }
+                let full = std::fs::read(&path).unwrap();
+                let at = cut.index(full.len() + 1);
+                std::fs::OpenOptions::new().write(true).open(&path).unwrap().set_len(at as u64).unwrap();
+                // What survives the cut: each line that is whole (its closing
+                // brace, if not its newline, is there).
+                let kept = &full[..at];
+                let whole: Vec<u64> = kept
+                    .split(|&b| b == b'\n')
+                    .filter_map(|l| serde_json::from_slice::<serde_json::Value>(l).ok())
+                    .map(|v| v["seq"].as_u64().unwrap())
+                    .collect();
+                let (manifest, highest) = Manifest::open(dir.path(), "cam0", false, 0o640).unwrap();
+                prop_assert_eq!(highest, whole.iter().copied().max());
+                let next = highest.unwrap_or(0) + 1;
+                for seq in next..next + more {
+                    manifest.append(&line(seq, "x"), &mut buf).unwrap();
+                }
+                drop(manifest);
+                let text = std::fs::read_to_string(&path).unwrap();
+                prop_assert!(text.is_empty() || text.ends_with('\n'), "{text:?}");
+                let lines: Vec<&str> = text.lines().collect();
+                let broken: Vec<&&str> = lines
+                    .iter()
+                    .filter(|l| serde_json::from_str::<serde_json::Value>(l).is_err())
+                    .collect();
+                prop_assert!(broken.len() <= 1, "more than the torn line is broken: {broken:?}");
+                if let Some(torn) = broken.first() {
+                    // Only the piece the cut left, on a line of its own.
+                    prop_assert!(kept.ends_with(torn.as_bytes()), "{torn:?}");
+                }
+                let seqs: Vec<u64> = lines
+                    .iter()
+                    .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+                    .map(|v| v["seq"].as_u64().unwrap())
+                    .collect();
+                let expected: Vec<u64> = whole.iter().copied().chain(next..next + more).collect();
+                prop_assert_eq!(&seqs, &expected);
+                // And the highest seq is found again on the next start.
+                let (_, highest) = Manifest::open(dir.path(), "cam0", false, 0o640).unwrap();
+                prop_assert_eq!(highest, expected.last().copied());
+            }
+        }
+    }
 }

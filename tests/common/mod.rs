@@ -209,6 +209,27 @@ fn python() -> &'static str {
     panic!("Pillow is missing: run scripts/deps.sh test (installs python3-pil)");
 }
 
+/// An image as Pillow decodes it and converts it to 8-bit RGB itself (its
+/// own CMYK → RGB conversion, for one).
+pub fn pillow_rgb(path: &Path) -> Vec<u8> {
+    let output = Command::new(python())
+        .args([
+            "-c",
+            "import sys; from PIL import Image; \
+             sys.stdout.buffer.write(Image.open(sys.argv[1]).convert('RGB').tobytes())",
+        ])
+        .arg(path)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "Pillow cannot read {}: {}",
+        path.display(),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output.stdout
+}
+
 /// Decodes images with Pillow; an undecodable file panics with its name.
 pub fn decode(paths: &[PathBuf]) -> Vec<Decoded> {
     try_decode(paths)
