@@ -48,7 +48,7 @@ source)
     encode=(! jpegenc ! "image/jpeg,width=$width,height=$height,framerate=$fps/1")
   fi
   gst-launch-1.0 -q videotestsrc is-live=true ! "$caps" "${encode[@]}" \
-    ! pipewiresink mode=provide "stream-properties=p,media.class=Video/Source" \
+    ! pipewiresink mode=provide sync=false "stream-properties=p,media.class=Video/Source" \
     >"$dir/source-$$.log" 2>&1 &
   echo $!
   # Wait for the node to appear.

@@ -96,6 +96,9 @@ impl Capture<'_> {
         let (stretches, bytes) = self.source.skipped();
         self.stats.skipped_input.store(stretches, Ordering::Relaxed);
         self.stats.skipped_bytes.store(bytes, Ordering::Relaxed);
+        let (reconnects, stalls) = self.source.reconnects();
+        self.stats.reconnects.store(reconnects, Ordering::Relaxed);
+        self.stats.stalls.store(stalls, Ordering::Relaxed);
         result
     }
 

@@ -99,6 +99,10 @@ pub struct Stats {
     pub skipped_input: AtomicU64,
     /// Their bytes.
     pub skipped_bytes: AtomicU64,
+    /// Times a camera was lost or stalled and reopened.
+    pub reconnects: AtomicU64,
+    /// Times a camera sent no frame for the stall timeout.
+    pub stalls: AtomicU64,
     dropped: [AtomicU64; 5],
     /// Drops since the last written file (the manifest's `dropped_before`).
     dropped_since_write: AtomicU64,
@@ -129,6 +133,8 @@ impl Stats {
             missed_ticks: AtomicU64::new(0),
             skipped_input: AtomicU64::new(0),
             skipped_bytes: AtomicU64::new(0),
+            reconnects: AtomicU64::new(0),
+            stalls: AtomicU64::new(0),
             dropped: Default::default(),
             dropped_since_write: AtomicU64::new(0),
             limits: Default::default(),
@@ -197,6 +203,8 @@ impl Stats {
             missed_ticks: self.missed_ticks.load(Relaxed),
             skipped_input: self.skipped_input.load(Relaxed),
             skipped_bytes: self.skipped_bytes.load(Relaxed),
+            reconnects: self.reconnects.load(Relaxed),
+            stalls: self.stalls.load(Relaxed),
             deleted_files: self.deleted_files.load(Relaxed),
             deleted_bytes: self.deleted_bytes.load(Relaxed),
             delete_failed: self.delete_failed.load(Relaxed),
@@ -217,6 +225,8 @@ pub struct Summary {
     pub missed_ticks: u64,
     pub skipped_input: u64,
     pub skipped_bytes: u64,
+    pub reconnects: u64,
+    pub stalls: u64,
     pub deleted_files: u64,
     pub deleted_bytes: u64,
     pub delete_failed: u64,
@@ -255,6 +265,12 @@ impl fmt::Display for Summary {
                 if n == 1 { "was" } else { "were" },
                 self.skipped_bytes
             )?;
+        }
+        if self.stalls > 0 {
+            write!(f, ", stalls {}", self.stalls)?;
+        }
+        if self.reconnects > 0 {
+            write!(f, ", reconnects {}", self.reconnects)?;
         }
         if self.deleted_files > 0 {
             write!(

@@ -7,7 +7,21 @@ use super::Settings;
 use crate::frame::PixelFormat;
 use crate::retention::MinFree;
 use crate::schedule::Every;
+use crate::source::v4l2::ControlValue;
 use crate::source::Kind;
+
+/// A key as TOML needs it: bare when it can be, quoted otherwise.
+fn toml_key(key: &str) -> String {
+    let bare = !key.is_empty()
+        && key
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+    if bare {
+        key.to_owned()
+    } else {
+        toml_str(key)
+    }
+}
 
 fn toml_str(s: &str) -> String {
     toml::Value::String(s.to_owned()).to_string()
@@ -37,6 +51,20 @@ impl fmt::Display for Settings {
         let camera = matches!(self.source.kind, Kind::Camera { .. });
         if camera || self.source.pixel_format == PixelFormat::Mjpeg {
             writeln!(f, "max_frame_bytes = {}", self.source.max_frame_bytes)?;
+        }
+        if camera {
+            let stall = humantime::format_duration(self.source.stall_timeout());
+            writeln!(f, "stall_timeout = \"{stall}\"")?;
+            if !self.source.controls.is_empty() {
+                writeln!(f, "\n[source.controls]")?;
+                for control in &self.source.controls {
+                    let key = toml_key(&control.name);
+                    match &control.value {
+                        ControlValue::Number(n) => writeln!(f, "{key} = {n}")?,
+                        ControlValue::Name(name) => writeln!(f, "{key} = {}", toml_str(name))?,
+                    }
+                }
+            }
         }
         writeln!(f, "\n[ring]")?;
         writeln!(f, "frames = {}", self.ring.frames)?;

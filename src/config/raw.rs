@@ -3,6 +3,7 @@
 //! placed. [`parse_raw`] reports unknown keys and values of the wrong type
 //! key by key and keeps the rest, so validation still sees everything else.
 
+use std::collections::BTreeMap;
 use std::fmt;
 
 use serde::de::{self, Deserialize, Deserializer, Visitor};
@@ -35,6 +36,17 @@ pub(super) struct RawSource {
     pub(super) path: Option<Spanned<String>>,
     pub(super) strict: Option<Spanned<bool>>,
     pub(super) max_frame_bytes: Option<Spanned<StringOrInt>>,
+    pub(super) stall_timeout: Option<Spanned<String>>,
+    pub(super) controls: Option<Spanned<BTreeMap<String, Spanned<RawControl>>>>,
+}
+
+/// A `[source.controls]` value: a number, a boolean, or a menu item's name.
+#[derive(Clone, Debug, PartialEq, serde::Deserialize)]
+#[serde(untagged)]
+pub(super) enum RawControl {
+    Int(i64),
+    Bool(bool),
+    Str(String),
 }
 
 #[derive(Debug, Default, serde::Deserialize)]

@@ -9,7 +9,8 @@ use std::time::Duration;
 use toml::Spanned;
 
 use super::raw::{
-    RawConfig, RawEncoder, RawOutput, RawRetention, RawRing, RawSnapshot, RawSource, StringOrInt,
+    RawConfig, RawControl, RawEncoder, RawOutput, RawRetention, RawRing, RawSnapshot, RawSource,
+    StringOrInt,
 };
 use super::{Problems, Settings};
 use crate::encode::{self, PngCompression, Subsampling};
@@ -17,6 +18,7 @@ use crate::frame::{ImageFormat, PixelFormat, TimeZone, MAX_SIDE};
 use crate::retention::{MinFree, Quota};
 use crate::ring::{self, Overflow};
 use crate::schedule::Every;
+use crate::source::v4l2::{ControlSetting, ControlValue};
 use crate::source::{self, Kind};
 use crate::store::{self, naming::Template};
 
@@ -147,6 +149,8 @@ struct SourceParts<'a> {
     pixel_format: Option<PixelFormat>,
     /// As written, or the default for the size once the size is valid.
     max_frame_bytes: Option<usize>,
+    stall_timeout: Option<Option<Duration>>,
+    controls: Option<Vec<ControlSetting>>,
     /// No problem in the section at all.
     valid: bool,
 }
@@ -163,6 +167,8 @@ impl SourceParts<'_> {
             fps: self.fps?,
             pixel_format: self.pixel_format?,
             max_frame_bytes: self.max_frame_bytes?,
+            stall_timeout: self.stall_timeout?,
+            controls: self.controls?,
         })
     }
 }
@@ -296,6 +302,39 @@ fn source<'a>(source: &'a RawSource, problems: &mut Problems<'_>) -> SourceParts
             _ => None,
         },
     };
+    let stall_timeout =
+        match &source.stall_timeout {
+            None => Some(None),
+            Some(value) => camera_only(value, "source.stall_timeout", kind_name, problems)
+                .and_then(|()| match parse_duration(value.get_ref()) {
+                    Ok(d) if d >= Duration::from_millis(100) => Some(Some(d)),
+                    Ok(_) => {
+                        problems.at(value, "source.stall_timeout", "must be at least 100ms");
+                        None
+                    }
+                    Err(e) => {
+                        problems.at(value, "source.stall_timeout", e);
+                        None
+                    }
+                }),
+        };
+    let controls = match &source.controls {
+        None => Some(Vec::new()),
+        Some(table) => camera_only(table, "source.controls", kind_name, problems).map(|()| {
+            table
+                .get_ref()
+                .iter()
+                .map(|(name, value)| ControlSetting {
+                    name: name.clone(),
+                    value: match value.get_ref() {
+                        RawControl::Int(n) => ControlValue::Number(*n),
+                        RawControl::Bool(b) => ControlValue::Number(i64::from(*b)),
+                        RawControl::Str(text) => ControlValue::Name(text.clone()),
+                    },
+                })
+                .collect()
+        }),
+    };
     SourceParts {
         kind_name,
         kind,
@@ -304,8 +343,28 @@ fn source<'a>(source: &'a RawSource, problems: &mut Problems<'_>) -> SourceParts
         fps,
         pixel_format,
         max_frame_bytes,
+        stall_timeout,
+        controls,
         valid: problems.len() == before,
     }
+}
+
+/// Refuses a camera setting for another kind of source.
+fn camera_only<T>(
+    value: &Spanned<T>,
+    key: &str,
+    kind_name: &str,
+    problems: &mut Problems<'_>,
+) -> Option<()> {
+    if kind_name == "camera" {
+        return Some(());
+    }
+    problems.at(
+        value,
+        key,
+        "is only used by kind = \"camera\"; remove it or set kind = \"camera\"",
+    );
+    None
 }
 
 /// The limits of `source.max_frame_bytes`: a JPEG's headers alone take a

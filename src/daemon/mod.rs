@@ -329,6 +329,8 @@ mod tests {
                 fps: 50.0,
                 pixel_format: PixelFormat::Gray,
                 max_frame_bytes: 1 << 20,
+                stall_timeout: None,
+                controls: Vec::new(),
             },
             ring: ring::Options {
                 frames: 64,

@@ -183,6 +183,10 @@ pub enum CameraError {
         #[source]
         source: std::io::Error,
     },
+    #[error("no frame from {device} for {:.1} s (source.stall_timeout): it is stalled", silent.as_secs_f64())]
+    Stalled { device: String, silent: Duration },
+    #[error("{device}: [source.controls]: {problems}")]
+    Controls { device: String, problems: String },
 }
 
 impl CameraError {
@@ -194,6 +198,7 @@ impl CameraError {
             CameraError::Ambiguous { .. }
                 | CameraError::NotOffered { .. }
                 | CameraError::NoUsableMode { .. }
+                | CameraError::Controls { .. }
         )
     }
 }
@@ -423,6 +428,10 @@ pub struct Camera<O: Opener> {
     corrupt: u64,
     /// Frames captured since the last (re)connection.
     streak: u64,
+    /// Times the camera was lost (or stalled) and reopened.
+    reconnects: u64,
+    /// Stalls seen (no frame for the stall timeout).
+    stalls: u64,
 }
 
 impl<O: Opener> Camera<O> {
@@ -435,7 +444,19 @@ impl<O: Opener> Camera<O> {
             next_try: Instant::now(),
             corrupt: 0,
             streak: 0,
+            reconnects: 0,
+            stalls: 0,
         }
+    }
+
+    /// Stalls seen so far.
+    pub(crate) fn stalls(&self) -> u64 {
+        self.stalls
+    }
+
+    /// Times the camera was lost (or stalled) while streaming.
+    pub(crate) fn reconnects(&self) -> u64 {
+        self.reconnects
     }
 
     /// Finds, opens and starts the camera.
@@ -524,8 +545,22 @@ impl<O: Opener> Camera<O> {
                     }
                     return Ok(Captured::Frame);
                 }
+                Err(CameraError::Stalled { silent, .. }) => {
+                    tracing::warn!(
+                        camera = %name,
+                        silent_s = silent.as_secs_f64(),
+                        "camera stalled: no frame for {:.1} s (source.stall_timeout); reopening it",
+                        silent.as_secs_f64()
+                    );
+                    self.stalls += 1;
+                    self.reconnects += 1;
+                    self.device = None;
+                    self.next_try = Instant::now() + self.backoff;
+                    self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
+                }
                 Err(e) => {
                     tracing::warn!(camera = %name, error = %crate::stats::Chain(&e), "camera lost; reconnecting");
+                    self.reconnects += 1;
                     self.device = None;
                     self.next_try = Instant::now() + self.backoff;
                     self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
@@ -777,12 +812,15 @@ mod tests {
         script: VecDeque<Option<Vec<Vec<u8>>>>,
         attempts: usize,
         modes: Vec<Mode>,
+        /// A camera out of frames stalls (silent) instead of unplugging.
+        stall: bool,
     }
 
     struct FakeDevice {
         frames: VecDeque<Vec<u8>>,
         mode: Option<Mode>,
         modes: Vec<Mode>,
+        stall: bool,
     }
 
     impl Device for FakeDevice {
@@ -800,9 +838,19 @@ mod tests {
             _stop: &AtomicBool,
         ) -> Result<Delivered, CameraError> {
             let mode = self.mode.expect("started");
-            let data = self.frames.pop_front().ok_or_else(|| CameraError::Lost {
-                device: "fake".into(),
-                source: std::io::Error::from_raw_os_error(19), // ENODEV
+            let stall = self.stall;
+            let data = self.frames.pop_front().ok_or_else(|| {
+                if stall {
+                    CameraError::Stalled {
+                        device: "fake".into(),
+                        silent: Duration::from_secs(5),
+                    }
+                } else {
+                    CameraError::Lost {
+                        device: "fake".into(),
+                        source: std::io::Error::from_raw_os_error(19), // ENODEV
+                    }
+                }
             })?;
             frame.captured_at = SystemTime::now();
             Ok(deliver(frame, &data, false, mode, max_frame_bytes))
@@ -828,6 +876,7 @@ mod tests {
                 frames: frames.into(),
                 mode: None,
                 modes: self.modes.clone(),
+                stall: self.stall,
             })
         }
     }
@@ -856,6 +905,7 @@ mod tests {
             ]
             .into(),
             attempts: 0,
+            stall: false,
             modes: vec![mode(4, 2, 30, CamFormat::Grey)],
         };
         let mut camera = Camera::new(opener, request(CamFormat::Grey));
@@ -887,6 +937,32 @@ mod tests {
     }
 
     #[test]
+    fn a_stalled_camera_is_reopened_and_counted() {
+        let gray = |v: u8| vec![v; 8];
+        let opener = FakeOpener {
+            // Two frames, then silence; reopened, one more frame.
+            script: [Some(vec![gray(1), gray(2)]), Some(vec![gray(3)])].into(),
+            attempts: 0,
+            modes: vec![mode(4, 2, 30, CamFormat::Grey)],
+            stall: true,
+        };
+        let mut camera = Camera::new(opener, request(CamFormat::Grey));
+        camera.backoff = Duration::from_millis(1);
+        let stop = AtomicBool::new(false);
+        let mut frame = Frame::with_capacity(0);
+        let mut got = Vec::new();
+        for _ in 0..3 {
+            assert_eq!(
+                camera.next_frame(&mut frame, &stop).unwrap(),
+                Captured::Frame
+            );
+            got.push(frame.data[0]);
+        }
+        assert_eq!(got, [1, 2, 3]);
+        assert_eq!((camera.stalls(), camera.reconnects()), (1, 1));
+    }
+
+    #[test]
     fn the_wait_grows_up_to_the_cap() {
         let opener = FakeOpener::default();
         let mut camera = Camera::new(opener, request(CamFormat::Mjpeg));
@@ -915,6 +991,7 @@ mod tests {
         let opener = FakeOpener {
             script: [Some(vec![whole.clone(), torn, whole.clone()])].into(),
             attempts: 0,
+            stall: false,
             modes: vec![mode(16, 8, 30, CamFormat::Mjpeg)],
         };
         let mut camera = Camera::new(opener, request(CamFormat::Mjpeg));
@@ -945,6 +1022,7 @@ mod tests {
         let opener = FakeOpener {
             script: [Some(vec![small.clone(), big.clone(), padded])].into(),
             attempts: 0,
+            stall: false,
             modes: vec![mode(16, 8, 30, CamFormat::Mjpeg)],
         };
         let max = small.len() + 1024;

@@ -16,6 +16,7 @@ pub mod v4l2;
 
 use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
+use std::time::Duration;
 
 use crate::frame::{Frame, ImageFormat, PixelFormat};
 
@@ -55,6 +56,25 @@ pub struct Options {
     /// is dropped as corrupt before it is copied into a ring buffer, so the
     /// buffers never grow past this.
     pub max_frame_bytes: usize,
+    /// Cameras: no frame for this long means stalled (`source.stall_timeout`;
+    /// `None`: the larger of 5 s and ten frame intervals).
+    pub stall_timeout: Option<Duration>,
+    /// Cameras: `[source.controls]`, set after every (re)connection.
+    pub controls: Vec<v4l2::ControlSetting>,
+}
+
+/// The shortest default stall timeout.
+const MIN_STALL_TIMEOUT: Duration = Duration::from_secs(5);
+
+impl Options {
+    /// The stall timeout in force: as set, or the larger of 5 s and ten
+    /// frame intervals.
+    pub(crate) fn stall_timeout(&self) -> Duration {
+        self.stall_timeout.unwrap_or_else(|| {
+            let ten_frames = Duration::from_secs_f64(10.0 / self.fps.max(0.001));
+            ten_frames.max(MIN_STALL_TIMEOUT)
+        })
+    }
 }
 
 /// Slack over the RGB size of a frame in the default
@@ -172,7 +192,8 @@ impl Source {
                     usable,
                     max_frame_bytes: s.max_frame_bytes,
                 };
-                Source::Camera(Box::new(camera::Camera::new(v4l2::LinuxOpener, request)))
+                let opener = v4l2::LinuxOpener::new(s.stall_timeout(), s.controls.clone());
+                Source::Camera(Box::new(camera::Camera::new(opener, request)))
             }
             Kind::Synthetic => Source::Synthetic(Box::new(Synthetic::new(
                 s.width,
@@ -200,6 +221,14 @@ impl Source {
             Source::Synthetic(s) => s.next_frame(frame, stop),
             Source::Raw(r) => r.next_frame(frame, stop),
             Source::Camera(c) => Ok(c.next_frame(frame, stop)?),
+        }
+    }
+
+    /// Times a camera was lost or stalled and reopened, and stalls seen.
+    pub(crate) fn reconnects(&self) -> (u64, u64) {
+        match self {
+            Source::Camera(c) => (c.reconnects(), c.stalls()),
+            Source::Synthetic(_) | Source::Raw(_) => (0, 0),
         }
     }
 
