@@ -1,13 +1,17 @@
 #!/usr/bin/env bash
 # Installs what framerec needs on Debian 12, only when it is missing.
 #   scripts/deps.sh build   cmake, nasm, libclang (for the vendored libjpeg-turbo)
-#   scripts/deps.sh test    the above plus the independent checkers the tests use
+#   scripts/deps.sh test    the above plus the independent checkers the tests use,
+#                           and PipeWire's V4L2 layer with GStreamer's test source
+#                           (a real V4L2 camera without hardware: scripts/pwcam.sh)
 set -euo pipefail
 
 want=(cmake nasm libclang1-14)
 command -v cc >/dev/null 2>&1 || want+=(build-essential)
 if [[ ${1:-build} == test ]]; then
   want+=(python3 python3-pil libimage-exiftool-perl imagemagick systemd fiu-utils)
+  want+=(pipewire pipewire-bin pipewire-v4l2 wireplumber dbus gstreamer1.0-pipewire
+         gstreamer1.0-tools gstreamer1.0-plugins-base gstreamer1.0-plugins-good v4l-utils)
 fi
 
 missing=()

@@ -3,6 +3,7 @@
 //! nobody here wrote (Pillow, exiftool, ImageMagick, systemd-analyze).
 
 mod architecture;
+mod camera;
 mod cli;
 mod common;
 mod faults;
