@@ -484,3 +484,88 @@ fn an_mjpeg_frame_over_max_frame_bytes_is_dropped_and_memory_stays_bounded() {
     );
     assert!(text.contains("source.max_frame_bytes"), "{text}");
 }
+
+#[test]
+fn a_directory_moved_away_and_replaced_by_a_link_receives_nothing() {
+    let env = Env::new();
+    let archive = outside(&env);
+    env.config(
+        "[source]\nwidth = 32\nheight = 16\nfps = 20\n[snapshot]\nevery = \"frame\"\n\
+         [retention]\nmax_files = 5\n",
+    );
+    let mut child = env.spawn(false);
+    env.wait_for_lock("cam0");
+    std::thread::sleep(Duration::from_millis(400));
+    std::fs::rename(env.out().join("cam0"), archive.join("cam0")).unwrap();
+    std::os::unix::fs::symlink(archive.join("cam0"), env.out().join("cam0")).unwrap();
+    let moved_at = files_under(&archive).len();
+    std::thread::sleep(Duration::from_millis(1000));
+    let later = files_under(&archive).len();
+    signal(&child, "TERM");
+    wait_with_timeout(&mut child, Duration::from_secs(30));
+    let _ = child.wait();
+    // Neither written to nor deleted from through the link.
+    assert!(
+        later <= moved_at + 1,
+        "{moved_at} then {later} files in the moved directory"
+    );
+    assert!(
+        later + 1 >= moved_at,
+        "files deleted in the moved directory"
+    );
+}
+
+#[test]
+fn retention_never_follows_a_link_planted_in_the_tree() {
+    let env = Env::new();
+    let elsewhere = outside(&env);
+    // A huge file (sparse) that would be "ours" if the link were followed.
+    let bait = std::fs::File::create(elsewhere.join("cam0-9999999999.jpg")).unwrap();
+    bait.set_len(1 << 40).unwrap();
+    env.config(
+        "[source]\nwidth = 32\nheight = 16\nfps = 20\n[snapshot]\nevery = \"frame\"\n\
+         [retention]\nmax_bytes = \"10MiB\"\n",
+    );
+    let mut child = env.spawn(false);
+    env.wait_for_lock("cam0");
+    std::thread::sleep(Duration::from_millis(500));
+    std::os::unix::fs::symlink(&elsewhere, env.out().join("cam0/2099-01-01")).unwrap();
+    std::thread::sleep(Duration::from_millis(3000));
+    signal(&child, "TERM");
+    wait_with_timeout(&mut child, Duration::from_secs(30));
+    assert!(child.wait().unwrap().success());
+    assert!(
+        elsewhere.join("cam0-9999999999.jpg").exists(),
+        "a file behind a link was deleted"
+    );
+    // Nothing of framerec's own was deleted for the bait's sake.
+    let kept = env
+        .images()
+        .iter()
+        .filter(|name| !name.contains("2099-01-01"))
+        .count();
+    let written = env.manifest().len();
+    assert_eq!(
+        kept, written,
+        "{written} written, {kept} kept: the bait counted in the quota"
+    );
+}
+
+#[test]
+fn an_output_directory_removed_and_made_again_by_someone_is_taken_back() {
+    let env = Env::new();
+    env.config("[source]\nwidth = 32\nheight = 16\nfps = 5\n[snapshot]\nevery = \"3s\"\n");
+    let config = env.path("config.toml");
+    let mut child = env.spawn(false);
+    env.wait_for_lock("cam0");
+    std::fs::remove_dir_all(env.out()).unwrap();
+    std::fs::create_dir(env.out()).unwrap();
+    // Within a second the recorder holds the new directory's locks again,
+    // though no file was due.
+    std::thread::sleep(Duration::from_millis(1500));
+    let second = env.run(&["run", "--config", config.to_str().unwrap(), "--frames", "1"]);
+    signal(&child, "TERM");
+    wait_with_timeout(&mut child, Duration::from_secs(30));
+    assert!(child.wait().unwrap().success());
+    assert_eq!(second.status.code(), Some(1), "{}", stderr(&second));
+}

@@ -195,7 +195,7 @@ pub fn run(
             })
             .context("cannot start the capture thread")?;
         let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
-        supervise(&flags, &capture_done, control_rx, limits);
+        supervise(&flags, &capture_done, control_rx, limits, &store);
         let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
         let result = match capture.join() {
             Ok(Ok(())) => Ok(()),
@@ -266,8 +266,11 @@ fn supervise(
     capture_done: &AtomicBool,
     control_rx: &Receiver<Control>,
     limits: Limits,
+    store: &Store,
 ) {
     let started = Instant::now();
+    let mut checked_at = started;
+    let mut in_place = true;
     // Bounded when parsed; should the clock still overflow, there is no
     // deadline rather than a panic.
     let deadline = limits.duration.and_then(|d| started.checked_add(d));
@@ -299,6 +302,20 @@ fn supervise(
         }
         if flags.failed.load(Ordering::SeqCst) {
             stopping = true;
+        }
+        // Once a second: is the output directory still ours? (Removed, or
+        // removed and made again, it is taken back before the next file,
+        // so a second recorder cannot start on it in the meantime.)
+        if checked_at.elapsed() >= Duration::from_secs(1) {
+            checked_at = Instant::now();
+            match store.reestablish() {
+                Ok(()) => in_place = true,
+                Err(e) if in_place => {
+                    in_place = false;
+                    tracing::error!(error = %crate::stats::Chain(&e), "the output directory is no longer framerec's; files cannot be written");
+                }
+                Err(_) => {}
+            }
         }
         if stopping {
             flags.stop.store(true, Ordering::SeqCst);

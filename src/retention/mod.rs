@@ -80,6 +80,29 @@ impl Handle {
     }
 }
 
+/// The entries of a directory: name, and whether it is a directory (links
+/// are neither followed nor listed as directories).
+fn list(held: &Held) -> Vec<(String, bool)> {
+    let Ok(dir) = rustix::fs::Dir::read_from(&held.dir) else {
+        return Vec::new();
+    };
+    dir.flatten()
+        .filter_map(|entry| {
+            let name = entry.file_name().to_str().ok()?;
+            if name == "." || name == ".." {
+                return None;
+            }
+            match entry.file_type() {
+                rustix::fs::FileType::Directory => Some((name.to_owned(), true)),
+                rustix::fs::FileType::RegularFile | rustix::fs::FileType::Unknown => {
+                    Some((name.to_owned(), false))
+                }
+                _ => None,
+            }
+        })
+        .collect()
+}
+
 /// Space on the filesystem holding `dir`.
 pub(crate) fn space_of(dir: &Path) -> Option<Space> {
     let st = rustix::fs::statvfs(dir).ok()?;
@@ -252,44 +275,72 @@ impl<'a> Retention<'a> {
     /// Adds an owned file that appeared (moved in, restored, or our own
     /// file seen by the watcher) to the index, unless it is known already.
     fn record(&mut self, path: &Path) {
-        let Some(relative) = self.relative(path) else {
-            return;
-        };
-        let Some(seq) = self.matcher.seq(&relative) else {
-            return;
-        };
-        if self.index.contains(seq, &relative) {
-            return;
+        if let Some(relative) = self.relative(path) {
+            self.record_relative(&relative);
         }
-        let meta = match std::fs::symlink_metadata(path) {
-            Ok(meta) if meta.is_file() => meta,
-            _ => return,
-        };
-        self.index.insert(
-            seq,
-            &relative,
-            meta.len(),
-            meta.modified().map_or(0, epoch_secs),
-        );
     }
 
-    /// Records the owned files in the directory `path`, `level` levels
-    /// below the output directory, and below it down to the files' level.
-    fn record_tree(&mut self, path: &Path, level: usize) {
-        let Ok(entries) = std::fs::read_dir(path) else {
-            return; // gone already, or unreadable: the next rescan decides
+    /// [`Retention::record`] for a path relative to the output directory,
+    /// looked at without following links.
+    fn record_relative(&mut self, relative: &str) {
+        let Some(seq) = self.matcher.seq(relative) else {
+            return;
         };
-        for entry in entries.flatten() {
-            let Ok(kind) = entry.file_type() else {
-                continue;
-            };
-            let path = entry.path();
-            if kind.is_dir() && level + 1 < self.depth {
+        if self.index.contains(seq, relative) {
+            return;
+        }
+        let (dir, name) = relative.rsplit_once('/').unwrap_or(("", relative));
+        let Ok(held) = self.held_dir(dir) else {
+            return;
+        };
+        let Ok(st) = rustix::fs::statat(&held.dir, name, rustix::fs::AtFlags::SYMLINK_NOFOLLOW)
+        else {
+            return;
+        };
+        if rustix::fs::FileType::from_raw_mode(st.st_mode) != rustix::fs::FileType::RegularFile {
+            return;
+        }
+        let mtime = u64::try_from(st.st_mtime).unwrap_or(0);
+        self.index.insert(seq, relative, st.st_size as u64, mtime);
+    }
+
+    /// Records the owned files in the directory `relative`, `level` levels
+    /// below the output directory, and below it down to the files' level,
+    /// reached and listed without following links.
+    fn record_tree(&mut self, relative: &str, level: usize) {
+        let names = match beneath::open(&self.root, relative, None) {
+            Ok(held) => list(&held),
+            // Gone already, unreadable, or a link: the next rescan decides.
+            Err(_) => return,
+        };
+        for (name, is_dir) in names {
+            let path = format!("{relative}/{name}");
+            if is_dir && level + 1 < self.depth {
                 self.record_tree(&path, level + 1);
-            } else if kind.is_file() {
-                self.record(&path);
+            } else if !is_dir {
+                self.record_relative(&path);
             }
         }
+    }
+
+    /// The directory `dir` (relative), opened without following links, kept
+    /// open for the next look while it stays in place.
+    fn held_dir(&mut self, dir: &str) -> std::io::Result<&Held> {
+        let fresh = self
+            .held
+            .as_ref()
+            .is_some_and(|held| held.relative == dir && held.still_here());
+        if !fresh {
+            self.held = None;
+            let held = beneath::open(&self.root, dir, None).map_err(|e| match e {
+                BeneathError::Io { source, .. } => source,
+                refused => std::io::Error::new(std::io::ErrorKind::InvalidInput, refused),
+            })?;
+            self.held = Some(held);
+        }
+        self.held
+            .as_ref()
+            .ok_or_else(|| std::io::ErrorKind::NotFound.into())
     }
 
     /// Whether `relative` names something above the files' level, where the
@@ -362,11 +413,13 @@ impl<'a> Retention<'a> {
             }
             if self.matcher.seq(&relative).is_some() {
                 self.record(path);
-            } else if self.is_directory_level(&relative) && path.is_dir() {
+            } else if self.is_directory_level(&relative)
+                && std::fs::symlink_metadata(path).is_ok_and(|m| m.is_dir())
+            {
                 // A directory made (by us: one per day, hour or second, as
                 // the template says) or moved in: it may hold owned files
                 // already. Look in it alone, not the whole tree.
-                self.record_tree(path, relative.split('/').count());
+                self.record_tree(&relative, relative.split('/').count());
             }
         }
     }
@@ -484,21 +537,7 @@ impl<'a> Retention<'a> {
     /// tracked for max_files alone, and the summary says what was freed).
     fn unlink(&mut self, relative: &str, known: Option<u64>) -> std::io::Result<u64> {
         let (dir, name) = relative.rsplit_once('/').unwrap_or(("", relative));
-        let fresh = self
-            .held
-            .as_ref()
-            .is_some_and(|held| held.relative == dir && held.still_here());
-        if !fresh {
-            self.held = None;
-            let held = beneath::open(&self.root, dir, None).map_err(|e| match e {
-                BeneathError::Io { source, .. } => source,
-                refused => std::io::Error::new(std::io::ErrorKind::InvalidInput, refused),
-            })?;
-            self.held = Some(held);
-        }
-        let Some(held) = self.held.as_ref() else {
-            return Err(std::io::ErrorKind::NotFound.into());
-        };
+        let held = self.held_dir(dir)?;
         let bytes = match known {
             Some(bytes) => bytes,
             None => rustix::fs::statat(&held.dir, name, rustix::fs::AtFlags::SYMLINK_NOFOLLOW)

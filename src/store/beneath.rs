@@ -42,19 +42,32 @@ impl BeneathError {
 pub(crate) struct Held {
     /// Relative to the output directory, '/'-separated ("" for itself).
     pub(crate) relative: String,
-    /// Its absolute path when it was opened.
-    pub(crate) path: PathBuf,
     pub(crate) dir: File,
-    /// Device and inode, to tell it from whatever later takes its path.
-    id: (u64, u64),
+    /// The output directory's path, and its device and inode.
+    root: (PathBuf, (u64, u64)),
+    /// From this directory up to the output directory: "..", "../..", ...
+    /// with the device and inode each named when it was opened.
+    ancestors: Vec<(String, (u64, u64))>,
 }
 
 impl Held {
-    /// Whether the directory is still at its path (not moved, removed or
-    /// replaced).
+    /// Whether the directory is still where it was in the output tree: the
+    /// output directory's path still names the same directory, and each
+    /// level above this one is the one it was (".." never follows a link,
+    /// so a directory moved away and replaced by a link is told apart).
     pub(crate) fn still_here(&self) -> bool {
-        rustix::fs::statat(rustix::fs::CWD, &self.path, AtFlags::SYMLINK_NOFOLLOW)
-            .is_ok_and(|st| (st.st_dev, st.st_ino) == self.id)
+        !self.root_replaced()
+            && self.ancestors.iter().all(|(up, expected)| {
+                rustix::fs::statat(&self.dir, up.as_str(), AtFlags::SYMLINK_NOFOLLOW)
+                    .is_ok_and(|st| (st.st_dev, st.st_ino) == *expected)
+            })
+    }
+
+    /// Whether the output directory's path names another directory now (or
+    /// none): it was removed, or moved away and perhaps made again.
+    pub(crate) fn root_replaced(&self) -> bool {
+        let root = rustix::fs::statat(rustix::fs::CWD, &self.root.0, AtFlags::empty());
+        !root.is_ok_and(|st| (st.st_dev, st.st_ino) == self.root.1)
     }
 }
 
@@ -84,6 +97,13 @@ pub(crate) fn open(
     let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
     let mut dir =
         File::from(rustix::fs::open(root, flags, Mode::empty()).map_err(io_error("open", root))?);
+    let id_of = |dir: &File, path: &Path| {
+        rustix::fs::fstat(dir)
+            .map(|st| (st.st_dev, st.st_ino))
+            .map_err(io_error("look at", path))
+    };
+    // Device and inode of each level, from the output directory down.
+    let mut ids = vec![id_of(&dir, root)?];
     let mut path = root.to_owned();
     for component in relative.split('/').filter(|c| !c.is_empty()) {
         path.push(component);
@@ -103,13 +123,28 @@ pub(crate) fn open(
             }
         }
         dir = File::from(open_child(&dir, component, &path)?);
+        ids.push(id_of(&dir, &path)?);
     }
-    let st = rustix::fs::fstat(&dir).map_err(io_error("look at", &path))?;
+    let root_id = ids[0];
+    // This directory's own id is not needed: its parents' are.
+    ids.pop();
+    let mut up = String::new();
+    let ancestors = ids
+        .iter()
+        .rev()
+        .map(|id| {
+            if !up.is_empty() {
+                up.push('/');
+            }
+            up.push_str("..");
+            (up.clone(), *id)
+        })
+        .collect();
     Ok(Held {
         relative: relative.to_owned(),
-        path,
         dir,
-        id: (st.st_dev, st.st_ino),
+        root: (root.to_owned(), root_id),
+        ancestors,
     })
 }
 
@@ -186,5 +221,18 @@ mod tests {
         assert!(held.still_here());
         std::fs::rename(root.path().join("cam1"), outside.path().join("moved")).unwrap();
         assert!(!held.still_here(), "a moved directory still looks in place");
+        // Moved away and a link to it put in its place: still not here.
+        std::os::unix::fs::symlink(outside.path().join("moved"), root.path().join("cam1")).unwrap();
+        assert!(
+            !held.still_here(),
+            "a link to a moved directory looks in place"
+        );
+        // The output directory itself moved away and made again.
+        let held = open(root.path(), "cam2", create).unwrap();
+        let old = outside.path().join("old-root");
+        std::fs::rename(root.path(), &old).unwrap();
+        std::fs::create_dir(root.path()).unwrap();
+        assert!(held.root_replaced());
+        assert!(!held.still_here());
     }
 }

@@ -22,6 +22,7 @@ use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
 use crate::frame::TimeZone;
+use beneath::BeneathError;
 use manifest::Manifest;
 use mark::SeqMark;
 use naming::{NameMatcher, Template};
@@ -466,11 +467,11 @@ pub fn scan(
             let (leaves, next) = (&leaves, &next);
             scope.spawn(move || loop {
                 let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                let Some((path, prefix)) = leaves.get(i) else {
+                let Some((_, prefix)) = leaves.get(i) else {
                     break;
                 };
                 if tx
-                    .send(scan_dir(dir, path, prefix, matcher, sweep, with_metadata))
+                    .send(scan_dir(dir, prefix, matcher, sweep, with_metadata))
                     .is_err()
                 {
                     break;
@@ -506,7 +507,6 @@ pub fn scan(
 /// Reads one directory at the files' level.
 fn scan_dir(
     root: &Path,
-    path: &Path,
     prefix: &str,
     matcher: &NameMatcher,
     sweep: Sweep,
@@ -517,25 +517,38 @@ fn scan_dir(
         files: Vec::new(),
         swept: 0,
     };
-    let entries = match fs::read_dir(path) {
-        Ok(entries) => entries,
-        Err(e) if e.kind() == io::ErrorKind::NotFound && !prefix.is_empty() => return Ok(listing),
-        Err(e) => return Err(e),
+    // Reached and read without following links: a directory swapped for a
+    // link since the walk above saw it is refused, not read.
+    let held = match beneath::open(root, prefix.trim_end_matches('/'), None) {
+        Ok(held) => held,
+        Err(BeneathError::Io { source, .. })
+            if source.kind() == io::ErrorKind::NotFound && !prefix.is_empty() =>
+        {
+            return Ok(listing)
+        }
+        Err(BeneathError::Io { source, .. }) => return Err(source),
+        Err(refused) => {
+            tracing::warn!(error = %crate::stats::Chain(&refused), "not scanning there");
+            return Ok(listing);
+        }
     };
     let mut relative = String::new();
-    let mut held = None;
-    for entry in entries {
+    for entry in rustix::fs::Dir::read_from(&held.dir)? {
         let entry = entry?;
-        let Ok(name) = entry.file_name().into_string() else {
+        let Ok(name) = entry.file_name().to_str() else {
             continue; // not UTF-8: not a name framerec writes
         };
-        if !entry.file_type()?.is_file() {
+        let kind = entry.file_type();
+        if !matches!(
+            kind,
+            rustix::fs::FileType::RegularFile | rustix::fs::FileType::Unknown
+        ) {
             continue;
         }
-        let temp_of = naming::final_name_of_temp(&name);
+        let temp_of = naming::final_name_of_temp(name);
         relative.clear();
         relative.push_str(prefix);
-        relative.push_str(temp_of.unwrap_or(&name));
+        relative.push_str(temp_of.unwrap_or(name));
         let Some(seq) = matcher.seq(&relative) else {
             continue;
         };
@@ -543,35 +556,34 @@ fn scan_dir(
             if sweep == Sweep::Nothing {
                 continue;
             }
-            // Through the same no-follow walk as every write: a directory
-            // swapped for a link since it was listed is not swept.
-            let dir = held.get_or_insert_with(|| {
-                beneath::open(root, prefix.trim_end_matches('/'), None)
-                    .inspect_err(|e| {
-                        tracing::warn!(error = %crate::stats::Chain(e), "not sweeping temp files there")
-                    })
-                    .ok()
-            });
-            let Some(dir) = dir else {
-                continue;
-            };
-            match beneath::unlink(dir, &name) {
+            match beneath::unlink(&held, name) {
                 Ok(()) => listing.swept += 1,
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {}
                 Err(e) => return Err(e),
             }
             continue;
         }
-        let (bytes, mtime) = if with_metadata {
-            match entry.metadata() {
-                Ok(meta) => (meta.len(), meta.modified().map_or(0, epoch_secs)),
-                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-                Err(e) => return Err(e),
+        let needs_stat = with_metadata || kind == rustix::fs::FileType::Unknown;
+        let (bytes, mtime) = if needs_stat {
+            match rustix::fs::statat(&held.dir, name, rustix::fs::AtFlags::SYMLINK_NOFOLLOW) {
+                Ok(st)
+                    if rustix::fs::FileType::from_raw_mode(st.st_mode)
+                        == rustix::fs::FileType::RegularFile =>
+                {
+                    (st.st_size as u64, u64::try_from(st.st_mtime).unwrap_or(0))
+                }
+                Ok(_) | Err(rustix::io::Errno::NOENT) => continue,
+                Err(e) => return Err(e.into()),
             }
         } else {
             (0, 0)
         };
-        listing.files.push((seq, name, bytes, mtime));
+        let (bytes, mtime) = if with_metadata {
+            (bytes, mtime)
+        } else {
+            (0, 0)
+        };
+        listing.files.push((seq, name.to_owned(), bytes, mtime));
     }
     Ok(listing)
 }

@@ -127,15 +127,22 @@ impl<'s> Writer<'s> {
             sync: store.fsync,
         });
         self.current_dir = None;
+        // The output directory may have been removed, or removed and made
+        // again by someone else: then it is made ours again (its locks,
+        // manifest and mark) before anything is written into it.
+        let reestablish = || {
+            store
+                .reestablish()
+                .map_err(|e| WriteError::Store(Box::new(e)))
+        };
         let held = match beneath::open(&store.dir, relative, create) {
             Err(e) if e.root_is_gone() => {
-                store
-                    .reestablish()
-                    .map_err(|e| WriteError::Store(Box::new(e)))?;
+                reestablish()?;
                 beneath::open(&store.dir, relative, create)?
             }
             other => other?,
         };
+        reestablish()?;
         self.current_dir = Some(held);
         Ok(())
     }
