@@ -569,3 +569,47 @@ fn an_output_directory_removed_and_made_again_by_someone_is_taken_back() {
     assert!(child.wait().unwrap().success());
     assert_eq!(second.status.code(), Some(1), "{}", stderr(&second));
 }
+
+#[test]
+fn max_age_goes_by_each_files_own_time() {
+    let env = Env::new();
+    let name = "{camera}-{seq}.{ext}";
+    let config = camera_config(
+        &env,
+        "a.toml",
+        "cam0",
+        name,
+        "[retention]\nmax_age = \"30d\"",
+    );
+    std::fs::create_dir_all(env.out()).unwrap();
+    let touch = |seq: u64, when: &str| {
+        let path = env.out().join(format!("cam0-{seq:010}.jpg"));
+        std::fs::write(&path, b"old").unwrap();
+        let status = Command::new("touch")
+            .args(["-d", when])
+            .arg(&path)
+            .status()
+            .unwrap();
+        assert!(status.success());
+    };
+    for seq in 1..=10 {
+        touch(seq, "-1 hour");
+    }
+    // Written while the clock was unset, after the fresh ones...
+    touch(11, "2001-01-01");
+    // ... and one from the future between two expired ones.
+    touch(12, "-60 days");
+    touch(13, "+1 year");
+    touch(14, "-60 days");
+    assert_success(&env.run(&["run", "--config", &config, "--frames", "2"]));
+    let kept: Vec<u64> = env.images().iter().map(|n| seq_of(n)).collect();
+    for seq in (1..=10).chain([13]) {
+        assert!(kept.contains(&seq), "cam0-{seq} went: {kept:?}");
+    }
+    for seq in [11, 12, 14] {
+        assert!(
+            !kept.contains(&seq),
+            "cam0-{seq} is past max_age and stayed: {kept:?}"
+        );
+    }
+}

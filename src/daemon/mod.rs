@@ -237,6 +237,9 @@ fn open_store(settings: &Settings) -> anyhow::Result<(Store, Found, Option<Index
         return Ok((store, found, None));
     }
     let mut index = Index::new(&settings.output.name, &settings.camera);
+    if quota.max_age.is_some() {
+        index.track_ages();
+    }
     let scan_started = Instant::now();
     let mut visit = |owned: Owned<'_>| {
         index.insert_unsorted(owned.seq, owned.relative, owned.bytes, owned.mtime)

@@ -12,7 +12,8 @@
 //! is O(log n) or amortised O(1): the cost of keeping a quota does not grow
 //! with the number of files.
 
-use std::collections::{HashMap, VecDeque};
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
 
 use super::plan::{FileFacts, Usage};
 use crate::store::naming::Template;
@@ -42,6 +43,9 @@ struct Dir {
     live: u32,
 }
 
+/// A file in modification-time order: mtime, seq, directory, extension.
+type Aged = (u32, u64, u32, u8);
+
 /// A file taken off the front of the index, to be deleted.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Removed {
@@ -68,6 +72,10 @@ pub struct Index {
     camera: String,
     derivable: bool,
     scratch: String,
+    /// With `max_age`: every file by modification time, oldest on top, so
+    /// an expired file is found wherever it is in seq order. Entries of
+    /// files gone since are skipped when they come up.
+    ages: Option<BinaryHeap<Reverse<Aged>>>,
 }
 
 impl Index {
@@ -84,12 +92,23 @@ impl Index {
             camera: camera.to_owned(),
             derivable: template.file_name_is_derivable(),
             scratch: String::new(),
+            ages: None,
         }
+    }
+
+    /// Keeps files in modification-time order too (for `max_age`); call
+    /// before adding files.
+    pub(crate) fn track_ages(&mut self) {
+        self.ages.get_or_insert_with(BinaryHeap::new);
     }
 
     /// A new, empty index for the same template and camera.
     pub(crate) fn empty_like(&self) -> Index {
-        Index::new(&self.template, &self.camera)
+        let mut index = Index::new(&self.template, &self.camera);
+        if self.ages.is_some() {
+            index.track_ages();
+        }
+        index
     }
 
     /// Live files and their bytes.
@@ -152,13 +171,6 @@ impl Index {
             .sort_unstable_by_key(|e| e.seq);
         // Two files with one number (a .jpg and a .png after a format
         // change): keep both; they are deleted one after the other.
-        // A file is never younger than a file numbered after it (a low number
-        // restored with a fresh mtime must not shield the expired ones behind
-        // it from max_age).
-        let entries = self.entries.make_contiguous();
-        for i in (0..entries.len().saturating_sub(1)).rev() {
-            entries[i].mtime = entries[i].mtime.min(entries[i + 1].mtime);
-        }
         self.shrink();
     }
 
@@ -192,7 +204,7 @@ impl Index {
                 entry.live = true;
                 let entry = *entry;
                 self.account(&entry);
-                self.order_ages(i);
+                self.track_age(&entry);
                 return;
             }
         }
@@ -240,32 +252,75 @@ impl Index {
                 _ => self.entries.partition_point(|e| e.seq <= seq),
             };
             self.entries.insert(at, entry);
-            self.account(&entry);
-            self.order_ages(at);
         } else {
             self.entries.push_back(entry);
-            self.account(&entry);
+        }
+        self.account(&entry);
+        self.track_age(&entry);
+    }
+
+    fn track_age(&mut self, entry: &Entry) {
+        if let Some(ages) = &mut self.ages {
+            ages.push(Reverse((entry.mtime, entry.seq, entry.dir, entry.ext)));
         }
     }
 
-    /// Keeps ages from decreasing along seq around entry `i`: it is no
-    /// younger than the file after it, and no file before it is younger than
-    /// it. A file once written with the clock ahead (an mtime in the future)
-    /// or restored with a fresh mtime must not shield the files behind it
-    /// from `max_age`. Usually O(1): only out-of-order times walk back.
-    fn order_ages(&mut self, i: usize) {
-        if let Some(next) = self.entries.get(i + 1).map(|e| e.mtime) {
-            let entry = &mut self.entries[i];
-            entry.mtime = entry.mtime.min(next);
-        }
-        let mtime = self.entries[i].mtime;
-        for j in (0..i).rev() {
-            let before = &mut self.entries[j];
-            if before.mtime <= mtime {
-                break;
+    /// Takes off the index a file modified before `cutoff` (seconds since
+    /// the epoch), the oldest first, wherever it is in seq order; never the
+    /// newest file. Needs [`Index::track_ages`].
+    pub(crate) fn pop_expired(&mut self, cutoff: u64) -> Option<Removed> {
+        let newest = self.entries.iter().rev().find(|e| e.live).map(|e| e.seq);
+        // The newest file's place in the heap, while it is looked past.
+        let mut kept_back = None;
+        let removed = loop {
+            let Some(&Reverse(top)) = self.ages.as_ref().and_then(|ages| ages.peek()) else {
+                break None;
+            };
+            let (mtime, seq, dir, ext) = top;
+            if u64::from(mtime) >= cutoff {
+                break None;
             }
-            before.mtime = mtime;
+            self.ages.as_mut().and_then(|ages| ages.pop());
+            let found = self.position(seq).ok().and_then(|i| {
+                let same = |j: usize| self.entries.get(j).is_some_and(|e| e.seq == seq);
+                let mut first = i;
+                while first > 0 && same(first - 1) {
+                    first -= 1;
+                }
+                (first..).take_while(|&j| same(j)).find(|&j| {
+                    let e = &self.entries[j];
+                    e.live && e.dir == dir && e.ext == ext && e.mtime == mtime
+                })
+            });
+            // Gone or changed since: a stale heap entry.
+            let Some(i) = found else { continue };
+            if Some(seq) == newest {
+                kept_back = Some(top);
+                continue;
+            }
+            let entry = self.entries[i];
+            let path = self.path_of(&entry);
+            self.entries[i].live = false;
+            self.unaccount(&entry);
+            self.forget_name(&entry);
+            let dir = &self.dirs[entry.dir as usize];
+            let emptied_dir = (dir.live == 0 && !dir.path.is_empty()).then(|| dir.path.to_string());
+            while self.entries.front().is_some_and(|e| !e.live) {
+                self.entries.pop_front();
+            }
+            self.compact();
+            break Some(Removed {
+                seq: entry.seq,
+                bytes: entry.bytes,
+                mtime: u64::from(entry.mtime),
+                path,
+                emptied_dir,
+            });
+        };
+        if let (Some(top), Some(ages)) = (kept_back, self.ages.as_mut()) {
+            ages.push(Reverse(top));
         }
+        removed
     }
 
     fn account(&mut self, entry: &Entry) {
@@ -405,9 +460,9 @@ mod tests {
     }
 
     #[test]
-    fn a_future_mtime_never_shields_expired_files() {
-        use crate::retention::plan::{plan_deletions, Quota};
+    fn files_past_max_age_are_found_by_their_own_time_wherever_they_are() {
         let mut idx = index("{seq}.{ext}");
+        idx.track_ages();
         let (now, day) = (1_800_000_000u64, 86_400u64);
         // Written while the clock was a year ahead...
         idx.insert(1, "0000000001.jpg", 10, now + 365 * day);
@@ -417,15 +472,33 @@ mod tests {
         }
         // One more restored by hand with a fresh time, in the middle.
         idx.insert(12, "0000000012.png", 10, now + 10 * day);
-        let ages: Vec<u64> = idx.oldest_first().map(|f| f.mtime).collect();
-        assert!(ages.windows(2).all(|w| w[0] <= w[1]), "{ages:?}");
-        let quota = Quota {
-            max_age: Some(std::time::Duration::from_secs(day)),
-            ..Quota::default()
-        };
-        let (count, _) = plan_deletions(idx.oldest_first(), idx.usage(), &quota, now, None, 0);
-        // All but the newest (always kept) are past max_age.
-        assert_eq!(count, 23);
+        let cutoff = now - day;
+        let mut expired = Vec::new();
+        while let Some(removed) = idx.pop_expired(cutoff) {
+            expired.push(removed.path);
+        }
+        // Every file older than a day but the newest (always kept).
+        let expected: Vec<String> = (2..=22).map(|seq| format!("{seq:010}.jpg")).collect();
+        assert_eq!(expired, expected);
+        assert_eq!(idx.usage().files, 3);
+    }
+
+    #[test]
+    fn one_file_with_an_old_time_does_not_drag_the_others_along() {
+        let mut idx = index("{seq}.{ext}");
+        idx.track_ages();
+        let now = 1_800_000_000u64;
+        for seq in 1..=10 {
+            idx.insert(seq, &format!("{seq:010}.jpg"), 10, now - 60);
+        }
+        // Written with the clock unset (2001), after the ten fresh ones.
+        idx.insert(11, "0000000011.jpg", 10, 978_307_200);
+        idx.insert(12, "0000000012.jpg", 10, now);
+        let mut expired = Vec::new();
+        while let Some(removed) = idx.pop_expired(now - 30 * 86_400) {
+            expired.push(removed.seq);
+        }
+        assert_eq!(expired, [11], "fresh files went with the old one");
     }
 
     #[test]
@@ -558,16 +631,21 @@ mod tests {
     }
 
     #[test]
-    fn an_old_number_never_looks_younger_than_a_newer_one() {
+    fn a_young_low_number_never_shields_older_files_from_max_age() {
         let mut idx = index("{seq}.{ext}");
+        idx.track_ages();
         idx.insert_unsorted(2, "0000000002.jpg", 1, 100);
         idx.insert_unsorted(1, "0000000001.jpg", 1, 999);
         idx.insert_unsorted(3, "0000000003.jpg", 1, 300);
+        idx.insert_unsorted(4, "0000000004.jpg", 1, 5_000);
         idx.finish_scan();
-        let times: Vec<u64> = idx.oldest_first().map(|f| f.mtime).collect();
-        assert_eq!(times, [100, 100, 300]);
-        idx.insert(0, "0000000000.jpg", 1, 5_000);
-        assert_eq!(idx.oldest_first().next().unwrap().mtime, 100);
+        // 1 is in front (by number) and young; 2 and 3 are past the cutoff.
+        let mut expired = Vec::new();
+        while let Some(removed) = idx.pop_expired(500) {
+            expired.push(removed.seq);
+        }
+        assert_eq!(expired, [2, 3]);
+        assert_eq!(idx.oldest_first().next().unwrap().mtime, 999);
     }
 
     #[test]

@@ -468,13 +468,31 @@ impl<'a> Retention<'a> {
             space,
             extra,
         );
-        self.delete_oldest(count as u64, reason.unwrap_or(Reason::DiskFull))
+        let mut deleted = self.delete(
+            count as u64,
+            reason.unwrap_or(Reason::DiskFull),
+            Index::pop_oldest,
+        );
+        // Files past max_age by their own time, wherever they are in seq
+        // order (a file written while the clock was wrong neither shields
+        // the others nor drags them along).
+        if let Some(max_age) = self.quota.max_age {
+            let cutoff = now.saturating_sub(max_age.as_secs());
+            deleted += self.delete(u64::MAX, Reason::MaxAge, |index| index.pop_expired(cutoff));
+        }
+        deleted
     }
 
-    /// Deletes up to `count` of the oldest files; returns how many went.
-    /// A file that cannot be deleted stays in the index (it still takes
-    /// room) and is tried again next time; the failure is logged.
-    fn delete_oldest(&mut self, count: u64, reason: Reason) -> u64 {
+    /// Deletes up to `count` files, each taken off the index by `next`;
+    /// returns how many went. A file that cannot be deleted stays in the
+    /// index (it still takes room) and is tried again next time; the
+    /// failure is logged.
+    fn delete(
+        &mut self,
+        count: u64,
+        reason: Reason,
+        mut next: impl FnMut(&mut Index) -> Option<index::Removed>,
+    ) -> u64 {
         /// Failures after which this round gives up (a read-only
         /// filesystem fails every file alike).
         const MAX_FAILURES: usize = 8;
@@ -485,7 +503,7 @@ impl<'a> Retention<'a> {
         let mut gone = 0;
         let mut failed = Vec::new();
         while gone < count {
-            let Some(removed) = self.index.pop_oldest() else {
+            let Some(removed) = next(&mut self.index) else {
                 break;
             };
             gone += 1;
@@ -557,7 +575,7 @@ impl<'a> Retention<'a> {
             return 0;
         }
         let keep_newest = self.index.usage().files.saturating_sub(1);
-        self.delete_oldest(FILES.min(keep_newest), Reason::DiskFull)
+        self.delete(FILES.min(keep_newest), Reason::DiskFull, Index::pop_oldest)
     }
 
     /// Removes `relative` and its parents while they are empty (never the
