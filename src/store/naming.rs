@@ -125,17 +125,15 @@ impl Template {
                 [Part::Camera, Part::Time { items, .. }] => {
                     matches!(items.first(), Some(Item::Numeric(..)))
                 }
-                // ... and begin with them ("5x"): "...15" + "x" would too.
-                [Part::Seq { .. }, Part::Camera] => true,
-                [Part::Time { items, .. }, Part::Camera] => {
-                    varying_digits_at(items, false)
-                        || matches!(items.last(), Some(Item::Fixed(Fixed::Nanosecond)))
-                }
                 _ => false,
             };
             if ambiguous {
                 return Err(TemplateError::Ambiguous);
             }
+        }
+        // ... and begin with them ("5x"), with digits of the template between.
+        if varying_number_beside_camera(&parts) {
+            return Err(TemplateError::Ambiguous);
         }
         // A field read back loosely (a time zone name, a locale's format)
         // could swallow part of another camera's name beside it.
@@ -481,85 +479,101 @@ fn numeric_width(numeric: &Numeric) -> Option<usize> {
     })
 }
 
-/// Whether two numbers of varying width (`{seq}` once it outgrows its
-/// width, years, Unix times, unpadded fields) fall into one run of digits,
-/// with only fixed-width digits between them: their digits could not be
-/// told apart when a name is read back.
-fn two_varying_numbers_touch(parts: &[Part]) -> bool {
-    /// Numbers of varying width in the current run of digits.
-    struct Run(usize);
-    impl Run {
-        /// Text: any non-digit in it ends the run.
-        fn text(&mut self, text: &str) {
-            if text.chars().any(|c| !c.is_ascii_digit()) {
-                self.0 = 0;
+/// What a rendered name is made of, as far as reading it back goes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Tok {
+    /// A digit of a number; `varying` when the number's width varies
+    /// (`{seq}` once it outgrows its width, years, Unix times, unpadded
+    /// fields, fractions of a second), so it can take in digits beside it.
+    Digit { varying: bool },
+    /// The camera's name.
+    Camera,
+    /// A '/' between directories.
+    Slash,
+    /// Anything else: letters, separators, names of months.
+    Other,
+}
+
+/// The template as a sequence of [`Tok`]s (one for each field's digits).
+fn tokens(parts: &[Part]) -> Vec<Tok> {
+    let text = |out: &mut Vec<Tok>, text: &str| {
+        out.extend(text.chars().map(|c| match c {
+            '0'..='9' => Tok::Digit { varying: false },
+            '/' => Tok::Slash,
+            _ => Tok::Other,
+        }))
+    };
+    let mut out = Vec::new();
+    for part in parts {
+        match part {
+            Part::Literal(s) => text(&mut out, s),
+            Part::Camera => out.push(Tok::Camera),
+            Part::Seq { .. } => out.push(Tok::Digit { varying: true }),
+            Part::Ext => out.push(Tok::Other),
+            Part::Time { items, .. } => {
+                for item in items {
+                    match item {
+                        Item::Numeric(numeric, pad) => out.push(Tok::Digit {
+                            varying: numeric_width(numeric).is_none() || *pad != Pad::Zero,
+                        }),
+                        Item::Literal(s) | Item::Space(s) => text(&mut out, s),
+                        Item::OwnedLiteral(s) | Item::OwnedSpace(s) => text(&mut out, s),
+                        // '.' then digits.
+                        Item::Fixed(Fixed::Nanosecond) => {
+                            out.extend([Tok::Other, Tok::Digit { varying: true }])
+                        }
+                        Item::Fixed(
+                            Fixed::Nanosecond3 | Fixed::Nanosecond6 | Fixed::Nanosecond9,
+                        ) => out.extend([Tok::Other, Tok::Digit { varying: false }]),
+                        // Read back loosely: it may take digits too.
+                        other if item_pattern(other) == LOOSE => {
+                            out.push(Tok::Digit { varying: true })
+                        }
+                        // Names (months, days, AM/PM) and offsets start with
+                        // a letter or a sign.
+                        _ => out.push(Tok::Other),
+                    }
+                }
             }
-        }
-        /// A number; true once two of varying width touch.
-        fn number(&mut self, varying: bool) -> bool {
-            self.0 += usize::from(varying);
-            self.0 >= 2
         }
     }
-    let mut run = Run(0);
-    for part in parts {
-        let touching = match part {
-            Part::Seq { .. } => run.number(true),
-            Part::Literal(text) => {
-                run.text(text);
-                false
+    out
+}
+
+/// Whether two numbers of varying width fall into one run of digits, with
+/// only fixed-width digits between them: their digits could not be told
+/// apart when a name is read back.
+fn two_varying_numbers_touch(parts: &[Part]) -> bool {
+    let mut varying = 0;
+    for tok in tokens(parts) {
+        match tok {
+            Tok::Digit { varying: true } => {
+                varying += 1;
+                if varying >= 2 {
+                    return true;
+                }
             }
-            Part::Camera | Part::Ext => {
-                run.text("-");
-                false
-            }
-            Part::Time { items, .. } => items.iter().any(|item| match item {
-                Item::Numeric(numeric, pad) => {
-                    run.number(numeric_width(numeric).is_none() || *pad == Pad::None)
-                }
-                Item::Literal(text) | Item::Space(text) => {
-                    run.text(text);
-                    false
-                }
-                Item::OwnedLiteral(text) | Item::OwnedSpace(text) => {
-                    run.text(text);
-                    false
-                }
-                // '.' then digits: the dot ends the run first.
-                Item::Fixed(Fixed::Nanosecond) => {
-                    run.text(".");
-                    run.number(true)
-                }
-                Item::Fixed(Fixed::Nanosecond3 | Fixed::Nanosecond6 | Fixed::Nanosecond9) => {
-                    run.text(".");
-                    false
-                }
-                // Read back loosely: it may take digits too.
-                other if item_pattern(other) == LOOSE => run.number(true),
-                // Names (months, days, AM/PM) and offsets start with a
-                // letter or a sign.
-                _ => {
-                    run.text("-");
-                    false
-                }
-            }),
-        };
-        if touching {
-            return true;
+            Tok::Digit { varying: false } => {}
+            Tok::Camera | Tok::Slash | Tok::Other => varying = 0,
         }
     }
     false
 }
 
-/// Whether a time part begins (`first`) or ends with digits of varying
-/// width, which would run into `{seq}`'s digits.
-fn varying_digits_at(items: &[Item<'static>], first: bool) -> bool {
-    let item = if first { items.first() } else { items.last() };
-    match item {
-        Some(Item::Numeric(numeric, pad)) => numeric_width(numeric).is_none() || *pad == Pad::None,
-        Some(Item::Fixed(Fixed::Nanosecond)) => !first,
-        _ => false,
+/// Whether a number of varying width stands beside `{camera}` with only
+/// digits between them (`{camera}{seq}`, `{camera}0{seq}`, `{seq}{camera}`):
+/// a camera name may begin or end with digits, which that number would take
+/// in, so camera "a0" would read as camera "a".
+fn varying_number_beside_camera(parts: &[Part]) -> bool {
+    fn reaches_varying<'a>(mut side: impl Iterator<Item = &'a Tok>) -> bool {
+        side.find(|t| !matches!(t, Tok::Digit { varying: false }))
+            .is_some_and(|t| *t == Tok::Digit { varying: true })
     }
+    let toks = tokens(parts);
+    toks.iter().enumerate().any(|(i, tok)| {
+        *tok == Tok::Camera
+            && (reaches_varying(toks[i + 1..].iter()) || reaches_varying(toks[..i].iter().rev()))
+    })
 }
 
 /// Recognises names that a template renders for one camera.
@@ -751,6 +765,10 @@ mod tests {
             "{time:%s}{camera}-{seq}.{ext}",
             "{time:%H%M%S%.f}{camera}-{seq}.{ext}",
             "{camera}-{time:%Z}-{seq}.{ext}",
+            "{camera}0{seq}.{ext}",
+            "{seq}0{camera}.{ext}",
+            "{camera}{time:1%H%M}{seq}.{ext}",
+            "{camera}{time:0%-H}-{seq}.{ext}",
         ] {
             assert!(
                 matches!(
@@ -816,8 +834,10 @@ mod tests {
                     "%y%m%d_%H",
                 ])
                 .prop_map(|f| format!("{{time:{f}}}")),
-                prop::sample::select(vec!["-", "_", ".", "img", "x", "5", "a-b", "c.d", "9_"])
-                    .prop_map(str::to_owned),
+                prop::sample::select(vec![
+                    "-", "_", ".", "img", "x", "5", "0", "12", "a-b", "c.d", "9_", "-7",
+                ])
+                .prop_map(str::to_owned),
             ]
         }
 
@@ -854,13 +874,21 @@ mod tests {
             fn no_camera_reads_another_cameras_names(
                 template in template(),
                 a in camera(),
-                b in camera(),
+                other in camera(),
+                // Names made from the first: the hard cases ("a" and "a0").
+                affix in "[0-9A-Za-z._-]{1,3}",
+                relation in 0..3u8,
                 seq in prop_oneof![0u64..2000, any::<u64>()],
                 secs in 0u64..4_102_444_800,
                 nanos in prop_oneof![Just(0u32), 0u32..1_000_000_000],
                 ext in prop::sample::select(vec!["jpg", "png"]),
             ) {
-                prop_assume!(a != b);
+                let b = match relation {
+                    0 => other,
+                    1 => format!("{a}{affix}"),
+                    _ => format!("{}{a}", affix.trim_start_matches('.')),
+                };
+                prop_assume!(a != b && !b.starts_with('.') && !b.is_empty());
                 let Ok(parsed) = Template::parse(&template) else {
                     return Ok(());
                 };
