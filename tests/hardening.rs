@@ -613,3 +613,50 @@ fn max_age_goes_by_each_files_own_time() {
         );
     }
 }
+
+#[test]
+fn fifos_planted_for_framerecs_own_files_are_refused_not_waited_on() {
+    let env = Env::new();
+    env.config("[source]\nwidth = 32\nheight = 16\n[snapshot]\nevery = \"frame\"\n");
+    let config = env.path("config.toml");
+    for name in [
+        ".framerec.lock",
+        ".framerec-cam0.lock",
+        ".framerec-cam0.seq",
+        "manifest.jsonl",
+    ] {
+        let _ = std::fs::remove_dir_all(env.out());
+        std::fs::create_dir_all(env.out()).unwrap();
+        let made = Command::new("mkfifo")
+            .arg(env.out().join(name))
+            .status()
+            .unwrap();
+        assert!(made.success());
+        let started = Instant::now();
+        let output = env.run(&[
+            "run",
+            "--config",
+            config.to_str().unwrap(),
+            "--duration",
+            "1s",
+        ]);
+        assert_eq!(output.status.code(), Some(1), "{name}: {}", stderr(&output));
+        assert!(
+            stderr(&output).contains("regular file"),
+            "{name}: {}",
+            stderr(&output)
+        );
+        assert!(started.elapsed() < Duration::from_secs(20), "{name}: hung");
+    }
+    // One planted where the mark is rewritten, while recording.
+    let _ = std::fs::remove_dir_all(env.out());
+    let mut child = env.spawn(false);
+    env.wait_for_lock("cam0");
+    let _ = Command::new("mkfifo")
+        .arg(env.out().join(".framerec-cam0.seq.new"))
+        .status();
+    std::thread::sleep(Duration::from_millis(300));
+    signal(&child, "TERM");
+    wait_with_timeout(&mut child, Duration::from_secs(20));
+    assert!(child.wait().unwrap().success());
+}

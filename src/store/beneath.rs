@@ -179,16 +179,40 @@ pub(crate) fn remove_dir(parent: BorrowedFd<'_>, name: &str) -> io::Result<()> {
 }
 
 /// Opens a file directly in the output directory (the manifest, a lock, the
-/// sequence mark) without following a link planted under its name.
+/// sequence mark) as `options` say, without following a link planted under
+/// its name and without waiting on a FIFO planted there: anything but a
+/// regular file is refused.
 pub(crate) fn open_file(
     dir: &Path,
     name: &str,
     options: &mut std::fs::OpenOptions,
 ) -> io::Result<File> {
     use std::os::unix::fs::OpenOptionsExt;
-    options
-        .custom_flags(OFlags::NOFOLLOW.bits() as i32)
-        .open(dir.join(name))
+    let path = dir.join(name);
+    let not_regular = || {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!(
+                "{} is not a regular file (framerec keeps its own file there): remove it",
+                path.display()
+            ),
+        )
+    };
+    let opened = options
+        .custom_flags((OFlags::NOFOLLOW | OFlags::NONBLOCK).bits() as i32)
+        .open(&path);
+    let file = match opened {
+        Ok(file) => file,
+        // A link, FIFO, socket or device under the name: say so.
+        Err(e) => {
+            let planted = std::fs::symlink_metadata(&path).is_ok_and(|m| !m.is_file());
+            return Err(if planted { not_regular() } else { e });
+        }
+    };
+    if !file.metadata()?.is_file() {
+        return Err(not_regular());
+    }
+    Ok(file)
 }
 
 impl AsFd for Held {

@@ -17,6 +17,9 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
+/// The longest mark file read: a u64 in decimal and a newline.
+const MAX_MARK_BYTES: u64 = 64;
+
 /// How far ahead numbers are reserved.
 pub(crate) const BLOCK: u64 = 1024;
 
@@ -59,16 +62,19 @@ impl SeqMark {
             path: path.clone(),
             source,
         };
-        let highest = match File::options()
-            .read(true)
-            .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
-            .open(&path)
-        {
+        let highest = match super::beneath::open_file(dir, name, File::options().read(true)) {
             Ok(file) => {
                 let mut text = String::new();
-                file.take(64)
+                // A number and a newline; anything longer is not a mark.
+                file.take(MAX_MARK_BYTES + 1)
                     .read_to_string(&mut text)
                     .map_err(read_error)?;
+                if text.len() as u64 > MAX_MARK_BYTES {
+                    return Err(MarkError::Damaged {
+                        path: path.clone(),
+                        text: format!("{}...", text.chars().take(16).collect::<String>()),
+                    });
+                }
                 text.trim().parse().map_err(|_| MarkError::Damaged {
                     path: path.clone(),
                     text: text.clone(),
@@ -132,10 +138,15 @@ impl SeqMark {
         let mut new_path = self.path.clone().into_os_string();
         new_path.push(".new");
         let new_path = PathBuf::from(new_path);
+        // A fresh file (whatever lay there before, a planted FIFO or link
+        // included, is removed first, never opened).
+        match std::fs::remove_file(&new_path) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+            _ => {}
+        }
         let mut file = File::options()
             .write(true)
-            .create(true)
-            .truncate(true)
+            .create_new(true)
             .mode(self.mode)
             .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
             .open(&new_path)?;

@@ -365,14 +365,25 @@ enum LockFailure {
 /// Opens (creating) the lock file at `path` and locks it, `exclusive` or
 /// shared, without waiting. A symlink there is refused, not followed.
 fn take_lock(path: &Path, exclusive: bool, mode: u32) -> Result<File, LockFailure> {
-    let lock = File::options()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .mode(mode)
-        .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
-        .open(path)
-        .map_err(|e| LockFailure::Io(path.to_owned(), e))?;
+    let (dir, name) = match (path.parent(), path.file_name().and_then(|n| n.to_str())) {
+        (Some(dir), Some(name)) => (dir, name),
+        _ => {
+            return Err(LockFailure::Io(
+                path.to_owned(),
+                io::ErrorKind::InvalidInput.into(),
+            ))
+        }
+    };
+    let lock = beneath::open_file(
+        dir,
+        name,
+        File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .mode(mode),
+    )
+    .map_err(|e| LockFailure::Io(path.to_owned(), e))?;
     let locked = if exclusive {
         lock.try_lock()
     } else {
