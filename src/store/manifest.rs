@@ -1,11 +1,13 @@
 //! `manifest.jsonl`: one JSON line per file, appended once the file is
 //! durable under its final name.
 //!
-//! Lines are written whole with one `write` on an `O_APPEND` file, so lines
-//! from several encoders never interleave. With `fsync = true` the manifest
-//! is synced at most once a second and at shutdown: a crash can lose its last
-//! lines (never the files, which are synced one by one), and a torn last line
-//! is closed off with a newline at the next start.
+//! Lines are appended whole on an `O_APPEND` file under the file's lock, so
+//! lines from several encoders, or from the recorders of other cameras that
+//! share the manifest, never interleave: a fragment a crash left is closed
+//! off with a newline before the next line, and a line a full disk cut short
+//! is truncated away again. With `fsync = true` the manifest is synced at
+//! most once a second and at shutdown: a crash can lose its last lines (never
+//! the files, which are synced one by one).
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
@@ -54,9 +56,6 @@ struct State {
     file: File,
     last_sync: Instant,
     dirty: bool,
-    /// An append failed partway (a full disk): the file may end inside a
-    /// line, which must be closed before the next line is appended.
-    torn: bool,
 }
 
 /// The open manifest, shared by the encoder threads.
@@ -87,7 +86,6 @@ impl Manifest {
                     file,
                     last_sync: Instant::now(),
                     dirty: false,
-                    torn: false,
                 }),
             },
             highest,
@@ -100,7 +98,6 @@ impl Manifest {
         let (file, _) = open_file(dir, camera, self.mode)?;
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         state.file = file;
-        state.torn = false;
         state.dirty = false;
         Ok(())
     }
@@ -115,15 +112,15 @@ impl Manifest {
         serde_json::to_writer(&mut *buf, line).map_err(io::Error::other)?;
         buf.push(b'\n');
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        if state.torn {
-            // Never glue a record to a fragment: close it off first.
-            if !ends_with_newline(&state.file)? {
-                write_line(&state.file, b"\n")?;
-            }
-            state.torn = false;
-        }
-        let State { file, torn, .. } = &mut *state;
-        write_line(file, buf).inspect_err(|_| *torn = true)?;
+        // Other recorders (other cameras) may append to the same manifest:
+        // each line goes in under the file's lock, after any fragment is
+        // closed off, and a line cut short by a full disk is taken back out,
+        // so no record is ever glued to another.
+        state.file.lock()?;
+        let appended = append_whole(&state.file, buf);
+        let unlocked = state.file.unlock();
+        appended?;
+        unlocked?;
         state.dirty = true;
         if self.fsync && state.last_sync.elapsed() >= SYNC_EVERY {
             state.file.sync_data()?;
@@ -164,21 +161,42 @@ fn open_file(dir: &Path, camera: &str, mode: u32) -> io::Result<(File, Option<u6
     Ok((file, highest))
 }
 
-/// Writes one whole line. If only part of it gets written (a full disk),
-/// the caller marks the manifest torn, and the fragment is closed off with a
-/// newline before the next line (not truncated away: another camera's
-/// recorder may share the manifest).
+/// Writes one whole line (see [`append_whole`] for a line cut short).
 fn write_line(file: &File, line: &[u8]) -> io::Result<()> {
+    write_counted(file, line).map_err(|(e, _)| e)
+}
+
+/// Writes all of `line`; on failure, the error and how much was written.
+fn write_counted(file: &File, line: &[u8]) -> Result<(), (io::Error, usize)> {
     let mut written = 0;
     while written < line.len() {
         match rustix::io::write(file, &line[written..]) {
-            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(0) => return Err((io::ErrorKind::WriteZero.into(), written)),
             Ok(n) => written += n,
             Err(rustix::io::Errno::INTR) => continue,
-            Err(e) => return Err(e.into()),
+            Err(e) => return Err((e.into(), written)),
         }
     }
     Ok(())
+}
+
+/// Appends `line` whole or not at all (with the file locked by the caller):
+/// a fragment left by a crash is closed off first, and a line cut short
+/// (a full disk) is truncated away again.
+fn append_whole(file: &File, line: &[u8]) -> io::Result<()> {
+    if !ends_with_newline(file)? {
+        write_line(file, b"\n")?;
+    }
+    match write_counted(file, line) {
+        Ok(()) => Ok(()),
+        Err((error, 0)) => Err(error),
+        Err((error, written)) => {
+            let len = file.metadata()?.len();
+            // Locked: nobody appended after the fragment.
+            file.set_len(len.saturating_sub(written as u64))?;
+            Err(error)
+        }
+    }
 }
 
 /// Whether the file is empty or ends with a newline.
@@ -296,13 +314,10 @@ mod tests {
         let (manifest, _) = Manifest::open(dir.path(), "cam0", false, 0o640).unwrap();
         let mut buf = Vec::new();
         manifest.append(&line(1, "a"), &mut buf).unwrap();
-        // What a write cut short by ENOSPC leaves: part of a line, and the
-        // manifest marked torn by the failed append.
-        {
-            let mut state = manifest.state.lock().unwrap();
-            write_line(&state.file, b"{\"seq\":2,\"pa").unwrap();
-            state.torn = true;
-        }
+        // What another camera's recorder, sharing the manifest, leaves when
+        // it dies in the middle of a line.
+        let (other, _) = Manifest::open(dir.path(), "cam1", false, 0o640).unwrap();
+        write_line(&other.state.lock().unwrap().file, b"{\"seq\":2,\"pa").unwrap();
         manifest.append(&line(3, "c"), &mut buf).unwrap();
         manifest.append(&line(4, "d"), &mut buf).unwrap();
         let text = std::fs::read_to_string(manifest.path()).unwrap();
