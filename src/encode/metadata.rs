@@ -187,7 +187,8 @@ impl Exif {
 
     /// The file as three parts to write one after the other: `jpeg` with
     /// the EXIF segment after SOI and the JFIF APP0 segment (where readers
-    /// look for it). Nothing is copied.
+    /// look for it), or in place of the JPEG's own EXIF segment if it has
+    /// one (a camera's: two would disagree on the time). Nothing is copied.
     pub fn stamp<'a>(
         &'a mut self,
         jpeg: &'a [u8],
@@ -195,13 +196,38 @@ impl Exif {
         tz: TimeZone,
     ) -> [&'a [u8]; 3] {
         let (captured_at, width, height) = frame;
-        let mut at = 2.min(jpeg.len());
-        if jpeg.len() >= 6 && jpeg[2..4] == [0xFF, 0xE0] {
-            at = (4 + usize::from(u16::from_be_bytes([jpeg[4], jpeg[5]]))).min(jpeg.len());
-        }
+        let (at, end) = exif_place(jpeg);
         let segment = self.segment(captured_at, tz, width, height);
-        [&jpeg[..at], segment, &jpeg[at..]]
+        [&jpeg[..at], segment, &jpeg[end..]]
     }
+}
+
+/// Where the EXIF segment goes in `jpeg`: the span of its own EXIF segment
+/// among the leading APPn/COM segments, or an empty span after SOI (and
+/// JFIF's APP0).
+fn exif_place(jpeg: &[u8]) -> (usize, usize) {
+    let segment_at = |at: usize| -> Option<(u8, usize)> {
+        let header = jpeg.get(at..at + 4)?;
+        (header[0] == 0xFF).then(|| {
+            let len = usize::from(u16::from_be_bytes([header[2], header[3]]));
+            (header[1], (at + 2 + len).min(jpeg.len()))
+        })
+    };
+    let mut after_app0 = 2.min(jpeg.len());
+    if let Some((0xE0, end)) = segment_at(2) {
+        after_app0 = end;
+    }
+    let mut at = 2;
+    while let Some((marker, end)) = segment_at(at) {
+        if !(0xE0..=0xEF).contains(&marker) && marker != 0xFE {
+            break; // the tables and the image: no more metadata
+        }
+        if marker == 0xE1 && jpeg.get(at + 4..at + 10) == Some(b"Exif\0\0") {
+            return (at, end);
+        }
+        at = end;
+    }
+    (after_app0, after_app0)
 }
 
 /// The PNG `Creation Time` text: RFC 3339 with nanoseconds, in UTC.
@@ -242,5 +268,35 @@ mod tests {
         assert_eq!(&out[..8], &jpeg[..8]);
         assert_eq!(&out[8..10], &[0xFF, 0xE1]);
         assert_eq!(&out[out.len() - 2..], &[0xFF, 0xD9]);
+    }
+
+    #[test]
+    fn a_cameras_own_exif_is_replaced_not_doubled() {
+        // SOI, APP0, the camera's APP1 Exif (a stale time), COM, DQT..., EOI.
+        let camera_exif = [
+            0xFF, 0xE1, 0x00, 0x0A, b'E', b'x', b'i', b'f', 0, 0, b'o', b'l',
+        ];
+        let jpeg = [
+            &[0xFF, 0xD8][..],
+            &[0xFF, 0xE0, 0x00, 0x04, 0xAA, 0xBB],
+            &camera_exif,
+            &[0xFF, 0xFE, 0x00, 0x03, b'c'],
+            &[0xFF, 0xDB, 0x00, 0x03, 0x01, 0xFF, 0xD9],
+        ]
+        .concat();
+        let mut exif = Exif::default();
+        let parts = exif.stamp(&jpeg, (SystemTime::UNIX_EPOCH, 4, 2), TimeZone::Utc);
+        let out = parts.concat();
+        let count = out.windows(6).filter(|w| *w == b"Exif\0\0").count();
+        assert_eq!(count, 1, "two EXIF blocks");
+        assert!(
+            !out.windows(2).any(|w| w == b"ol"),
+            "the camera's EXIF stayed"
+        );
+        // Everything else is the camera's, in order.
+        assert_eq!(
+            [parts[0], parts[2]].concat(),
+            [&jpeg[..8], &jpeg[8 + 12..]].concat()
+        );
     }
 }
