@@ -211,7 +211,7 @@ pub fn run(
         result
     });
     if let Err(e) = store.finish() {
-        tracing::warn!(error = %e, "cannot sync the manifest");
+        tracing::warn!(error = %e, "cannot sync the manifest or write the sequence mark");
     }
     let summary = stats.summary();
     tracing::info!("{summary}");

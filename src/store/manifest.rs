@@ -210,31 +210,65 @@ fn ends_with_newline(file: &File) -> io::Result<bool> {
     Ok(n == 1 && last[0] == b'\n')
 }
 
-/// Reads the last 64 KiB: the highest `seq` there, and whether the file ends
-/// without a newline (a line torn by a crash).
+/// How much of the manifest is read at a time, from the end.
+const TAIL_CHUNK: u64 = 64 << 10;
+
+/// Reads the manifest from the end until it has seen lines of `camera` (and
+/// one more stretch, for neighbours written out of order): the highest
+/// `seq` among them, and whether the file ends without a newline (a line
+/// torn by a crash). Other cameras may share the manifest, and write far
+/// more than this camera: their lines are read past, however many.
 fn read_tail(file: &mut File, camera: &str) -> io::Result<(Option<u64>, bool)> {
-    let len = file.seek(SeekFrom::End(0))?;
-    if len == 0 {
-        return Ok((None, false));
-    }
-    let start = len.saturating_sub(64 << 10);
-    file.seek(SeekFrom::Start(start))?;
-    let mut tail = Vec::new();
-    file.read_to_end(&mut tail)?;
-    let torn = tail.last() != Some(&b'\n');
     #[derive(serde::Deserialize)]
     struct SeqOnly {
         seq: u64,
         camera: Option<String>,
     }
-    // Other cameras may share the directory and the manifest: their
-    // numbers are theirs.
-    let highest = tail
-        .split(|&b| b == b'\n')
-        .filter_map(|line| serde_json::from_slice::<SeqOnly>(line).ok())
-        .filter(|l| l.camera.as_deref().is_none_or(|c| c == camera))
-        .map(|l| l.seq)
-        .max();
+    let len = file.seek(SeekFrom::End(0))?;
+    if len == 0 {
+        return Ok((None, false));
+    }
+    let mut last = [0u8; 1];
+    file.seek(SeekFrom::Start(len - 1))?;
+    file.read_exact(&mut last)?;
+    let torn = last[0] != b'\n';
+    let mut highest = None;
+    let mut more_after_found = 1;
+    let mut end = len;
+    let mut chunk = Vec::new();
+    while end > 0 {
+        let start = end.saturating_sub(TAIL_CHUNK);
+        chunk.resize((end - start) as usize, 0);
+        file.seek(SeekFrom::Start(start))?;
+        file.read_exact(&mut chunk)?;
+        // A line cut by the chunk's start is read whole with the next.
+        let whole_from = match (start, memchr::memchr(b'\n', &chunk)) {
+            (0, _) => 0,
+            (_, Some(i)) => i + 1,
+            (_, None) => chunk.len(), // a line longer than a chunk: not ours
+        };
+        let ours = chunk[whole_from..]
+            .split(|&b| b == b'\n')
+            .filter_map(|line| serde_json::from_slice::<SeqOnly>(line).ok())
+            .filter(|l| l.camera.as_deref().is_none_or(|c| c == camera))
+            .map(|l| l.seq)
+            .max();
+        if highest.is_some() {
+            more_after_found -= 1;
+        }
+        highest = highest.max(ours);
+        if highest.is_some() && more_after_found == 0 {
+            break;
+        }
+        if start == 0 {
+            break;
+        }
+        end = if whole_from == chunk.len() {
+            start
+        } else {
+            start + whole_from as u64
+        };
+    }
     Ok((highest, torn))
 }
 
@@ -306,6 +340,27 @@ mod tests {
         let text = std::fs::read_to_string(&path).unwrap();
         let last = text.lines().last().unwrap();
         assert!(last.starts_with("{\"seq\":43"), "{text}");
+    }
+
+    #[test]
+    fn finds_its_numbers_behind_any_amount_of_another_cameras_lines() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(MANIFEST_NAME);
+        let mut text = String::new();
+        for seq in 1..=50 {
+            text.push_str(&format!("{{\"seq\":{seq},\"camera\":\"cam0\"}}\n"));
+        }
+        for seq in 1..=20_000 {
+            text.push_str(&format!(
+                "{{\"seq\":{seq},\"camera\":\"cam1\",\"path\":\"long enough to fill\"}}\n"
+            ));
+        }
+        std::fs::write(&path, &text).unwrap();
+        assert!(text.len() as u64 > 10 * TAIL_CHUNK);
+        let (_, highest) = Manifest::open(dir.path(), "cam0", false, 0o640).unwrap();
+        assert_eq!(highest, Some(50));
+        let (_, highest) = Manifest::open(dir.path(), "cam2", false, 0o640).unwrap();
+        assert_eq!(highest, None);
     }
 
     #[test]
