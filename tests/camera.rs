@@ -100,6 +100,27 @@ fn camera_config(env: &Env, source: &str, snapshot: &str) -> PathBuf {
     ))
 }
 
+/// Records `frames` files from a fresh `kind` camera with the given
+/// [source] and [snapshot] lines; None where the harness cannot run.
+fn record(kind: &str, source: &str, snapshot: &str, frames: &str) -> Option<(Env, Output)> {
+    let mut cam = PwCam::start()?;
+    let env = Env::new();
+    cam.source(kind);
+    let config = camera_config(&env, source, snapshot);
+    let output = cam.run(
+        &env,
+        &[
+            "run",
+            "--config",
+            config.to_str().unwrap(),
+            "--frames",
+            frames,
+        ],
+    );
+    assert_success(&output);
+    Some((env, output))
+}
+
 fn images_of(env: &Env) -> Vec<PathBuf> {
     env.images().iter().map(|f| env.out().join(f)).collect()
 }
@@ -121,20 +142,14 @@ fn devices_lists_the_camera() {
 
 #[test]
 fn yuyv_frames_become_pngs_with_the_bars_in_their_colours() {
-    let Some(mut cam) = PwCam::start() else {
-        return;
-    };
-    let env = Env::new();
-    cam.source("yuyv");
-    let config = camera_config(
-        &env,
+    let Some((env, _)) = record(
+        "yuyv",
         "pixel_format = \"yuyv\"\nwidth = 640\nheight = 480",
         "every = \"frame\"\nformat = \"png\"",
-    );
-    assert_success(&cam.run(
-        &env,
-        &["run", "--config", config.to_str().unwrap(), "--frames", "5"],
-    ));
+        "5",
+    ) else {
+        return;
+    };
     let images = decode(&images_of(&env));
     assert_eq!(images.len(), 5);
     // videotestsrc's default pattern: SMPTE 100% bars across the top.
@@ -183,20 +198,14 @@ fn quantisation_tables(jpeg: &[u8]) -> Vec<Vec<u8>> {
 
 #[test]
 fn mjpeg_passthrough_stores_the_sources_own_jpegs() {
-    let Some(mut cam) = PwCam::start() else {
-        return;
-    };
-    let env = Env::new();
-    cam.source("mjpeg");
-    let config = camera_config(
-        &env,
+    let Some((env, _)) = record(
+        "mjpeg",
         "pixel_format = \"mjpeg\"\nwidth = 640\nheight = 480",
         "every = \"frame\"\nformat = \"jpeg\"\npassthrough = true\nquality = 90",
-    );
-    assert_success(&cam.run(
-        &env,
-        &["run", "--config", config.to_str().unwrap(), "--frames", "3"],
-    ));
+        "3",
+    ) else {
+        return;
+    };
     // What GStreamer's jpegenc makes of the same pattern, made here.
     let reference = env.path("jpegenc.jpg");
     let made = Command::new("gst-launch-1.0")
@@ -231,21 +240,14 @@ fn mjpeg_passthrough_stores_the_sources_own_jpegs() {
 
 #[test]
 fn a_size_the_camera_lacks_records_the_granted_one_and_says_so() {
-    let Some(mut cam) = PwCam::start() else {
-        return;
-    };
-    let env = Env::new();
-    cam.source("yuyv");
-    let config = camera_config(
-        &env,
+    let Some((env, output)) = record(
+        "yuyv",
         "pixel_format = \"yuyv\"\nwidth = 1280\nheight = 720",
         "every = \"frame\"\nformat = \"jpeg\"",
-    );
-    let output = cam.run(
-        &env,
-        &["run", "--config", config.to_str().unwrap(), "--frames", "2"],
-    );
-    assert_success(&output);
+        "2",
+    ) else {
+        return;
+    };
     let log = stderr(&output);
     assert!(
         log.contains("asked=1280x720") && log.contains("granted=640x480"),
