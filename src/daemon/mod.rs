@@ -195,8 +195,11 @@ pub fn run(
             })
             .context("cannot start the capture thread")?;
         let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
-        supervise(&flags, &capture_done, control_rx, limits, &store);
+        let let_go = supervise(&flags, &capture_done, control_rx, limits, &store);
         let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
+        if !let_go {
+            finish_without_capture(&store, &stats, &capture_done);
+        }
         let result = match capture.join() {
             Ok(Ok(())) => Ok(()),
             Ok(Err(e)) => Err(anyhow::Error::new(e).context("capture failed")),
@@ -262,16 +265,58 @@ fn open_store(settings: &Settings) -> anyhow::Result<(Store, Found, Option<Index
     Ok((store, found, Some(index)))
 }
 
+/// How long capture may take to end after a stop before it is given up on
+/// (a call into a camera's driver or its LD_PRELOAD layer that never
+/// returns).
+const CAPTURE_GRACE: Duration = Duration::from_secs(3);
+/// How long the encoders get to write what was captured, then.
+const DRAIN_GRACE: Duration = Duration::from_secs(60);
+
+/// A stop came and capture did not end within [`CAPTURE_GRACE`]: the frames
+/// already captured are written; if capture still has not ended by then,
+/// the summary is logged and the process exits 0 without waiting for the
+/// stuck thread. (If it ends meanwhile, the run ends as usual.)
+fn finish_without_capture(store: &Store, stats: &Stats, capture_done: &AtomicBool) {
+    tracing::warn!(
+        "capture does not end (a call into the camera's driver may hang); writing the frames captured"
+    );
+    let started = Instant::now();
+    let settled = || {
+        let done = stats.written.load(Ordering::Relaxed) + stats.dropped_total();
+        done >= stats.picked.load(Ordering::Relaxed)
+    };
+    while started.elapsed() < DRAIN_GRACE {
+        if capture_done.load(Ordering::SeqCst) {
+            return;
+        }
+        if settled() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    tracing::warn!("capture is stuck; exiting without it");
+    if let Err(e) = store.finish() {
+        tracing::warn!(error = %e, "cannot sync the manifest or write the sequence mark");
+    }
+    tracing::info!("{}", stats.summary());
+    // Without exit handlers: a camera layer's (pw-v4l2's) would wait for the
+    // stuck call. Everything of framerec's is written and synced above.
+    // SAFETY: ends the process at once; nothing after this runs.
+    unsafe { libc::_exit(0) }
+}
+
 /// Waits for a reason to stop, then sets the stop flag and returns once
-/// capture has ended.
+/// capture has ended: true, or false if it did not within
+/// [`CAPTURE_GRACE`] of the stop.
 fn supervise(
     flags: &Flags,
     capture_done: &AtomicBool,
     control_rx: &Receiver<Control>,
     limits: Limits,
     store: &Store,
-) {
+) -> bool {
     let started = Instant::now();
+    let mut stopped_at: Option<Instant> = None;
     let mut checked_at = started;
     let mut in_place = true;
     // Bounded when parsed; should the clock still overflow, there is no
@@ -322,8 +367,13 @@ fn supervise(
         }
         if stopping {
             flags.stop.store(true, Ordering::SeqCst);
+            let since = *stopped_at.get_or_insert_with(Instant::now);
+            if since.elapsed() >= CAPTURE_GRACE && !capture_done.load(Ordering::SeqCst) {
+                return false;
+            }
         }
     }
+    true
 }
 
 #[cfg(test)]
