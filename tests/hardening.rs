@@ -660,3 +660,112 @@ fn fifos_planted_for_framerecs_own_files_are_refused_not_waited_on() {
     wait_with_timeout(&mut child, Duration::from_secs(20));
     assert!(child.wait().unwrap().success());
 }
+
+#[test]
+fn cameras_in_one_directory_must_share_a_template() {
+    let env = Env::new();
+    let a = camera_config(&env, "a.toml", "a", "{camera}-{seq}.{ext}", "");
+    // Camera "jpg" with this template writes exactly camera "a"'s names.
+    let b = camera_config(&env, "b.toml", "jpg", "a-{seq}.{camera}", "");
+    let mut first = Command::new(BIN)
+        .args(["run", "--config", &a])
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    env.wait_for_lock("a");
+    let second = env.run(&["run", "--config", &b, "--frames", "1"]);
+    signal(&first, "TERM");
+    wait_with_timeout(&mut first, Duration::from_secs(30));
+    assert!(first.wait().unwrap().success());
+    assert_eq!(second.status.code(), Some(1), "{}", stderr(&second));
+    assert!(
+        stderr(&second).contains("one template"),
+        "{}",
+        stderr(&second)
+    );
+}
+
+#[test]
+fn a_recorder_whose_locks_were_taken_by_another_stops() {
+    let env = Env::new();
+    env.config("[source]\nwidth = 32\nheight = 16\nfps = 20\n[snapshot]\nevery = \"frame\"\n");
+    let config = env.path("config.toml");
+    let mut first = env.spawn(false);
+    env.wait_for_lock("cam0");
+    std::fs::remove_file(env.out().join(".framerec-cam0.lock")).unwrap();
+    std::fs::remove_file(env.out().join(".framerec.lock")).unwrap();
+    let mut second = env
+        .command(&[
+            "run",
+            "--config",
+            config.to_str().unwrap(),
+            "--duration",
+            "3s",
+        ])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_with_timeout(&mut first, Duration::from_secs(30));
+    wait_with_timeout(&mut second, Duration::from_secs(30));
+    let first_code = first.wait().unwrap().code();
+    let second_code = second.wait().unwrap().code();
+    // One of the two goes on; the other stops with an error: never both.
+    assert!(
+        matches!(
+            (first_code, second_code),
+            (Some(1), Some(0)) | (Some(0), Some(1))
+        ),
+        "{first_code:?} {second_code:?}"
+    );
+    let seqs: Vec<u64> = env
+        .manifest()
+        .iter()
+        .map(|l| l["seq"].as_u64().unwrap())
+        .collect();
+    let mut sorted = seqs.clone();
+    sorted.sort_unstable();
+    sorted.dedup();
+    assert_eq!(sorted.len(), seqs.len(), "a number was written twice");
+}
+
+#[test]
+fn a_file_filled_after_it_appeared_counts_at_its_full_size() {
+    let env = Env::new();
+    let config = camera_config(
+        &env,
+        "q.toml",
+        "cam0",
+        "{camera}-{seq}.{ext}",
+        "[retention]\nmax_bytes = \"2MB\"",
+    );
+    let mut child = Command::new(BIN)
+        .args(["run", "--config", &config, "--duration", "6s"])
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    env.wait_for_lock("cam0");
+    // An owned name, made empty and filled a moment later (a copy tool).
+    let late = env.out().join("cam0-0000000001.jpg");
+    let mut file = std::fs::File::create(&late).unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    file.write_all(&vec![7u8; 3 << 20]).unwrap();
+    drop(file);
+    wait_with_timeout(&mut child, Duration::from_secs(30));
+    assert!(child.wait().unwrap().success());
+    assert!(!late.exists(), "a 3 MB file kept under a 2 MB quota");
+}
+
+#[test]
+fn something_in_the_way_of_the_sequence_mark_is_refused_at_start() {
+    let env = Env::new();
+    env.config("[source]\nwidth = 32\nheight = 16\n");
+    std::fs::create_dir_all(env.out().join(".framerec-cam0.seq.new")).unwrap();
+    let config = env.path("config.toml");
+    let output = env.run(&["run", "--config", config.to_str().unwrap(), "--frames", "3"]);
+    assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("in the way"),
+        "{}",
+        stderr(&output)
+    );
+}

@@ -358,6 +358,12 @@ fn supervise(
             checked_at = Instant::now();
             match store.reestablish() {
                 Ok(()) => in_place = true,
+                // Another recorder took it over: this one stops (exit 1).
+                Err(e) if e.is_taken() => {
+                    tracing::error!(error = %crate::stats::Chain(&e), "another recorder took the output directory over; stopping");
+                    flags.failed.store(true, Ordering::SeqCst);
+                    stopping = true;
+                }
                 Err(e) if in_place => {
                     in_place = false;
                     tracing::error!(error = %crate::stats::Chain(&e), "the output directory is no longer framerec's; files cannot be written");

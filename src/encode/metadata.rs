@@ -59,6 +59,9 @@ fn exif_time(captured_at: SystemTime, tz: TimeZone, out: &mut ExifTime) {
 pub struct Exif {
     segment: Vec<u8>,
     time: Option<ExifTime>,
+    /// A JPEG with EXIF blocks of its own, rebuilt without them (rare:
+    /// cameras' MJPEG frames seldom carry EXIF).
+    rebuilt: Vec<u8>,
 }
 
 enum Value<'a> {
@@ -187,8 +190,9 @@ impl Exif {
 
     /// The file as three parts to write one after the other: `jpeg` with
     /// the EXIF segment after SOI and the JFIF APP0 segment (where readers
-    /// look for it), or in place of the JPEG's own EXIF segment if it has
-    /// one (a camera's: two would disagree on the time). Nothing is copied.
+    /// look for it). Nothing is copied, unless the JPEG has EXIF blocks of
+    /// its own (a camera's, whose clock may be wrong): those are left out,
+    /// so readers see one capture time, framerec's.
     pub fn stamp<'a>(
         &'a mut self,
         jpeg: &'a [u8],
@@ -196,38 +200,80 @@ impl Exif {
         tz: TimeZone,
     ) -> [&'a [u8]; 3] {
         let (captured_at, width, height) = frame;
-        let (at, end) = exif_place(jpeg);
-        let segment = self.segment(captured_at, tz, width, height);
-        [&jpeg[..at], segment, &jpeg[end..]]
+        let layout = Layout::of(jpeg);
+        self.segment(captured_at, tz, width, height);
+        let at = layout.insert_at;
+        if layout.exif_count == 0 {
+            return [&jpeg[..at], &self.segment, &jpeg[at..]];
+        }
+        let rebuilt = &mut self.rebuilt;
+        rebuilt.clear();
+        rebuilt.extend_from_slice(&jpeg[..at]);
+        rebuilt.extend_from_slice(&self.segment);
+        let mut from = at;
+        for &(start, end) in &layout.exif[..layout.exif_count] {
+            rebuilt.extend_from_slice(&jpeg[from..start.max(from)]);
+            from = end.max(from);
+        }
+        rebuilt.extend_from_slice(&jpeg[from..]);
+        [&self.rebuilt, &[], &[]]
     }
 }
 
-/// Where the EXIF segment goes in `jpeg`: the span of its own EXIF segment
-/// among the leading APPn/COM segments, or an empty span after SOI (and
-/// JFIF's APP0).
-fn exif_place(jpeg: &[u8]) -> (usize, usize) {
-    let segment_at = |at: usize| -> Option<(u8, usize)> {
-        let header = jpeg.get(at..at + 4)?;
-        (header[0] == 0xFF).then(|| {
-            let len = usize::from(u16::from_be_bytes([header[2], header[3]]));
-            (header[1], (at + 2 + len).min(jpeg.len()))
-        })
-    };
-    let mut after_app0 = 2.min(jpeg.len());
-    if let Some((0xE0, end)) = segment_at(2) {
-        after_app0 = end;
-    }
-    let mut at = 2;
-    while let Some((marker, end)) = segment_at(at) {
-        if !(0xE0..=0xEF).contains(&marker) && marker != 0xFE {
-            break; // the tables and the image: no more metadata
+/// Where things are in a JPEG's headers.
+struct Layout {
+    /// After SOI, and after JFIF's APP0 if it comes first.
+    insert_at: usize,
+    /// The EXIF APP1 segments before the image data (at most 8 are left out).
+    exif: [(usize, usize); 8],
+    exif_count: usize,
+}
+
+impl Layout {
+    fn of(jpeg: &[u8]) -> Layout {
+        let mut layout = Layout {
+            insert_at: 2.min(jpeg.len()),
+            exif: [(0, 0); 8],
+            exif_count: 0,
+        };
+        let mut at = 2;
+        let mut first = true;
+        while at + 1 < jpeg.len() && jpeg[at] == 0xFF {
+            // Fill bytes may stand before a marker.
+            let mut marker_at = at + 1;
+            while jpeg.get(marker_at) == Some(&0xFF) {
+                marker_at += 1;
+            }
+            let Some(&marker) = jpeg.get(marker_at) else {
+                break;
+            };
+            // The image data (or the end) follows: no more headers.
+            if marker == 0xDA || marker == 0xD9 {
+                break;
+            }
+            // Markers without a length (TEM, RSTn).
+            if marker == 0x01 || (0xD0..=0xD7).contains(&marker) {
+                at = marker_at + 1;
+                continue;
+            }
+            let Some(len) = jpeg.get(marker_at + 1..marker_at + 3) else {
+                break;
+            };
+            let end =
+                (marker_at + 1 + usize::from(u16::from_be_bytes([len[0], len[1]]))).min(jpeg.len());
+            if first && marker == 0xE0 {
+                layout.insert_at = end;
+            }
+            let payload = jpeg.get(marker_at + 3..end).unwrap_or_default();
+            if marker == 0xE1 && payload.starts_with(b"Exif\0") && layout.exif_count < 8 {
+                layout.exif[layout.exif_count] = (at, end);
+                layout.exif_count += 1;
+            }
+            first = false;
+            at = end;
         }
-        if marker == 0xE1 && jpeg.get(at + 4..at + 10) == Some(b"Exif\0\0") {
-            return (at, end);
-        }
-        at = end;
+        layout
     }
-    (after_app0, after_app0)
 }
 
 /// The PNG `Creation Time` text: RFC 3339 with nanoseconds, in UTC.
@@ -271,32 +317,48 @@ mod tests {
     }
 
     #[test]
-    fn a_cameras_own_exif_is_replaced_not_doubled() {
-        // SOI, APP0, the camera's APP1 Exif (a stale time), COM, DQT..., EOI.
-        let camera_exif = [
-            0xFF, 0xE1, 0x00, 0x0A, b'E', b'x', b'i', b'f', 0, 0, b'o', b'l',
+    fn a_cameras_own_exif_blocks_are_left_out_wherever_they_are() {
+        let camera_exif = |tag: u8| {
+            vec![
+                0xFF, 0xE1, 0x00, 0x0A, b'E', b'x', b'i', b'f', 0, tag, b'o', b'l',
+            ]
+        };
+        let app0 = [0xFF, 0xE0, 0x00, 0x04, 0xAA, 0xBB];
+        let dqt = [0xFF, 0xDB, 0x00, 0x03, 0x01];
+        let scan = [
+            0xFF, 0xDA, 0x00, 0x02, b'E', b'x', b'i', b'f', 0, 0, 0xFF, 0xD9,
         ];
-        let jpeg = [
-            &[0xFF, 0xD8][..],
-            &[0xFF, 0xE0, 0x00, 0x04, 0xAA, 0xBB],
-            &camera_exif,
-            &[0xFF, 0xFE, 0x00, 0x03, b'c'],
-            &[0xFF, 0xDB, 0x00, 0x03, 0x01, 0xFF, 0xD9],
-        ]
-        .concat();
-        let mut exif = Exif::default();
-        let parts = exif.stamp(&jpeg, (SystemTime::UNIX_EPOCH, 4, 2), TimeZone::Utc);
-        let out = parts.concat();
-        let count = out.windows(6).filter(|w| *w == b"Exif\0\0").count();
-        assert_eq!(count, 1, "two EXIF blocks");
-        assert!(
-            !out.windows(2).any(|w| w == b"ol"),
-            "the camera's EXIF stayed"
-        );
-        // Everything else is the camera's, in order.
-        assert_eq!(
-            [parts[0], parts[2]].concat(),
-            [&jpeg[..8], &jpeg[8 + 12..]].concat()
-        );
+        let cases: Vec<Vec<u8>> = vec![
+            // Right after APP0.
+            [&[0xFF, 0xD8][..], &app0, &camera_exif(0), &dqt, &scan].concat(),
+            // Two of them, one after the tables, one behind fill bytes.
+            [
+                &[0xFF, 0xD8][..],
+                &app0,
+                &camera_exif(0),
+                &dqt,
+                &[0xFF],
+                &camera_exif(0xFF),
+                &scan,
+            ]
+            .concat(),
+        ];
+        for jpeg in cases {
+            let mut exif = Exif::default();
+            let out = exif
+                .stamp(&jpeg, (SystemTime::UNIX_EPOCH, 4, 2), TimeZone::Utc)
+                .concat();
+            let headers = &out[..out.len() - scan.len()];
+            let count = headers.windows(5).filter(|w| *w == b"Exif\0").count();
+            assert_eq!(count, 1, "not exactly framerec's EXIF block: {out:?}");
+            assert!(
+                !out.windows(2).any(|w| w == b"ol"),
+                "a camera EXIF block stayed"
+            );
+            assert_eq!(&out[..8], &jpeg[..8], "SOI and APP0 first");
+            assert_eq!(&out[8..10], &[0xFF, 0xE1], "framerec's block after APP0");
+            assert!(out.ends_with(&scan), "the image data changed");
+            assert!(out.windows(dqt.len()).any(|w| w == dqt), "the tables went");
+        }
     }
 }

@@ -276,17 +276,18 @@ impl<'a> Retention<'a> {
     /// file seen by the watcher) to the index, unless it is known already.
     fn record(&mut self, path: &Path) {
         if let Some(relative) = self.relative(path) {
-            self.record_relative(&relative);
+            self.look_at(&relative, false);
         }
     }
 
-    /// [`Retention::record`] for a path relative to the output directory,
-    /// looked at without following links.
-    fn record_relative(&mut self, relative: &str) {
+    /// Records the owned file at `relative` (to the output directory),
+    /// looked at without following links; a known one only when `again`
+    /// (its size or time changed).
+    fn look_at(&mut self, relative: &str, again: bool) {
         let Some(seq) = self.matcher.seq(relative) else {
             return;
         };
-        if self.index.contains(seq, relative) {
+        if !again && self.index.contains(seq, relative) {
             return;
         }
         let (dir, name) = relative.rsplit_once('/').unwrap_or(("", relative));
@@ -318,7 +319,7 @@ impl<'a> Retention<'a> {
             if is_dir && level + 1 < self.depth {
                 self.record_tree(&path, level + 1);
             } else if !is_dir {
-                self.record_relative(&path);
+                self.look_at(&path, false);
             }
         }
     }
@@ -372,7 +373,22 @@ impl<'a> Retention<'a> {
             self.rescan_at = Some(Instant::now());
             return;
         }
+        use notify::event::{AccessKind, AccessMode};
         use notify::event::{ModifyKind, RenameMode};
+        if matches!(
+            event.kind,
+            EventKind::Access(AccessKind::Close(AccessMode::Write))
+                | EventKind::Modify(ModifyKind::Data(_) | ModifyKind::Metadata(_))
+        ) {
+            // Written to or touched by someone after it appeared: its size
+            // and time are news for the quota.
+            for path in &event.paths {
+                if let Some(relative) = self.relative(path) {
+                    self.look_at(&relative, true);
+                }
+            }
+            return;
+        }
         let (gone, arrived): (&[PathBuf], &[PathBuf]) = match event.kind {
             EventKind::Remove(_) | EventKind::Modify(ModifyKind::Name(RenameMode::From)) => {
                 (&event.paths, &[])

@@ -45,6 +45,8 @@ pub(crate) enum MarkError {
         #[source]
         source: io::Error,
     },
+    #[error("{path} is in the way of the sequence mark (framerec writes a file there): remove it")]
+    Obstructed { path: PathBuf },
     #[error("the sequence mark {path} does not hold a number ({text:?}); it is framerec's record of the numbers used: restore it, or remove it if no file of this camera was ever written into this directory")]
     Damaged { path: PathBuf, text: String },
 }
@@ -58,6 +60,12 @@ impl SeqMark {
         mode: u32,
     ) -> Result<(SeqMark, u64), MarkError> {
         let path = dir.join(name);
+        // Where new marks are written: anything but a file there (a
+        // directory someone made) would fail every write later.
+        let new_path = dir.join(format!("{name}.new"));
+        if std::fs::symlink_metadata(&new_path).is_ok_and(|m| !m.is_file()) {
+            return Err(MarkError::Obstructed { path: new_path });
+        }
         let read_error = |source| MarkError::Read {
             path: path.clone(),
             source,

@@ -17,7 +17,7 @@ pub(crate) mod write;
 
 use std::fs::{self, File};
 use std::io;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::unix::fs::{DirBuilderExt, FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
@@ -70,6 +70,13 @@ pub(crate) enum StoreError {
         longest: usize,
         limit: usize,
     },
+    #[error("camera '{other}' is recording into {dir} with output.name = \"{theirs}\", this one with \"{ours}\": cameras sharing a directory must use one template, or their names could be taken for each other's; use the same output.name, or another output.dir")]
+    OtherTemplate {
+        dir: PathBuf,
+        other: String,
+        theirs: String,
+        ours: String,
+    },
     #[error("cannot take the lock {path}")]
     Lock {
         path: PathBuf,
@@ -98,6 +105,18 @@ pub(crate) enum StoreError {
         #[source]
         source: io::Error,
     },
+}
+
+impl StoreError {
+    /// Whether another recorder holds the output directory (or its names).
+    pub(crate) fn is_taken(&self) -> bool {
+        matches!(
+            self,
+            StoreError::Locked { .. }
+                | StoreError::DirLocked { .. }
+                | StoreError::OtherTemplate { .. }
+        )
+    }
 }
 
 /// What start-up found on disk.
@@ -136,6 +155,10 @@ pub(crate) struct Store {
     locks: std::sync::Mutex<[File; 2]>,
     /// Held while the output directory is made anew.
     reestablishing: std::sync::Mutex<()>,
+    /// The output directory and its locks are this recorder's; false while
+    /// they could not be taken back (another recorder took them): then
+    /// nothing is written.
+    pub(crate) owned: std::sync::atomic::AtomicBool,
 }
 
 impl Store {
@@ -208,6 +231,7 @@ impl Store {
                 mark,
                 locks: std::sync::Mutex::new([dir_lock, lock]),
                 reestablishing: std::sync::Mutex::new(()),
+                owned: std::sync::atomic::AtomicBool::new(true),
             },
             found,
         ))
@@ -246,6 +270,13 @@ impl Store {
             .reestablishing
             .lock()
             .unwrap_or_else(|e| e.into_inner());
+        let result = self.take_back();
+        self.owned
+            .store(result.is_ok(), std::sync::atomic::Ordering::SeqCst);
+        result
+    }
+
+    fn take_back(&self) -> Result<(), StoreError> {
         if self.dir.is_dir() && self.locks_in_place() {
             return Ok(());
         }
@@ -349,7 +380,70 @@ fn take_locks(
             LockFailure::Io(path, source) => StoreError::Lock { path, source },
         },
     )?;
+    // The camera's lock says which names it writes; recorders of other
+    // cameras in this directory must write by the same template, or one's
+    // names could be another's (camera "jpg" with "a-{seq}.{camera}" writes
+    // camera "a"'s "{camera}-{seq}.{ext}" names).
+    let lock_path = dir.join(format!(".framerec-{camera}.lock"));
+    let declared = lock
+        .set_len(0)
+        .and_then(|()| lock.write_all_at(template.as_str().as_bytes(), 0));
+    declared.map_err(|source| StoreError::Lock {
+        path: lock_path.clone(),
+        source,
+    })?;
+    if let Some((other, theirs)) = other_templates(dir, camera)
+        .into_iter()
+        .find(|(_, theirs)| theirs != template.as_str())
+    {
+        return Err(StoreError::OtherTemplate {
+            dir: dir.to_owned(),
+            other,
+            theirs,
+            ours: template.as_str().to_owned(),
+        });
+    }
     Ok([dir_lock, lock])
+}
+
+/// The templates other running recorders in `dir` declared in their
+/// camera locks: (camera, template), for the locks held now.
+fn other_templates(dir: &Path, camera: &str) -> Vec<(String, String)> {
+    use std::io::Read as _;
+    let mut found = Vec::new();
+    let own = format!(".framerec-{camera}.lock");
+    for entry in fs::read_dir(dir).into_iter().flatten().flatten() {
+        let Ok(name) = entry.file_name().into_string() else {
+            continue;
+        };
+        let Some(other) = name
+            .strip_prefix(".framerec-")
+            .and_then(|n| n.strip_suffix(".lock"))
+        else {
+            continue;
+        };
+        if name == own {
+            continue;
+        }
+        let Ok(mut file) = beneath::open_file(dir, &name, File::options().read(true)) else {
+            continue;
+        };
+        // Held (by a running recorder) when it cannot be taken.
+        let held = match file.try_lock_shared() {
+            Ok(()) => {
+                let _ = file.unlock();
+                false
+            }
+            Err(fs::TryLockError::WouldBlock) => true,
+            Err(fs::TryLockError::Error(_)) => false,
+        };
+        let mut theirs = String::new();
+        if held && (&mut file).take(4096).read_to_string(&mut theirs).is_ok() && !theirs.is_empty()
+        {
+            found.push((other.to_owned(), theirs));
+        }
+    }
+    found
 }
 
 /// The lock every recorder in a directory takes: shared when its names

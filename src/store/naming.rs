@@ -399,7 +399,10 @@ fn item_pattern(item: &Item<'_>) -> String {
             (Some(w), Pad::Zero) => format!("[0-9]{{{w}}}"),
             (Some(w), Pad::Space) => format!("[ 0-9]{{{w}}}"),
             (Some(w), Pad::None) => format!("[0-9]{{1,{w}}}"),
-            (None, _) => "[-+ ]*[0-9]+".into(),
+            // Years and Unix times: digits only (no sign: it would take in
+            // a '-' that ends a camera's name).
+            (None, Pad::Space) => "[ ]*[0-9]+".into(),
+            (None, _) => "[0-9]+".into(),
         },
         Item::Fixed(Fixed::Nanosecond3) => r"\.[0-9]{3}".into(),
         Item::Fixed(Fixed::Nanosecond6) => r"\.[0-9]{6}".into(),
@@ -780,6 +783,32 @@ mod tests {
         }
         // A loose field in a part of its own is fine.
         assert!(Template::parse("{camera}/{time:%Z}/{camera}-{seq}.{ext}").is_ok());
+    }
+
+    #[test]
+    fn a_year_after_a_dash_never_takes_in_a_cameras_dash() {
+        let template = Template::parse("{camera}-{time:%Y%m%d}-{seq}.{ext}").unwrap();
+        let mut name = String::new();
+        template.render(
+            "a-",
+            5,
+            at(1_700_000_000, 0),
+            TimeZone::Utc,
+            "jpg",
+            &mut name,
+        );
+        assert_eq!(template.matcher("a", &["jpg"]).seq(&name), None, "{name}");
+        assert_eq!(template.matcher("a-", &["jpg"]).seq(&name), Some(5));
+        let template = Template::parse("{camera}-{time:%s}-{seq}.{ext}").unwrap();
+        template.render(
+            "a-",
+            5,
+            at(1_700_000_000, 0),
+            TimeZone::Utc,
+            "jpg",
+            &mut name,
+        );
+        assert_eq!(template.matcher("a", &["jpg"]).seq(&name), None, "{name}");
     }
 
     #[test]

@@ -39,6 +39,8 @@ pub(crate) enum WriteError {
     Beneath(#[from] BeneathError),
     #[error("cannot make the output directory again")]
     Store(#[source] Box<StoreError>),
+    #[error("{dir} is no longer this recorder's (its locks could not be taken back); nothing is written")]
+    NotOurs { dir: PathBuf },
     #[error("{path} keeps moving away while files are written into it")]
     Moving { path: PathBuf },
 }
@@ -104,6 +106,9 @@ enum Attempt {
     /// The directory moved away or was removed under the write: open it
     /// again and write once more.
     Retry,
+    /// The directory moved away between the check and the rename: the file
+    /// is in it, outside the tree, and must be brought back.
+    Landed,
     Failed(WriteError),
 }
 
@@ -157,6 +162,11 @@ impl<'s> Writer<'s> {
         dropped_before: impl FnOnce(&WrittenFile) -> u64,
     ) -> Result<(WrittenFile, Option<WriteError>), WriteError> {
         let store = self.store;
+        if !store.owned.load(std::sync::atomic::Ordering::Relaxed) {
+            return Err(WriteError::NotOurs {
+                dir: store.dir.clone(),
+            });
+        }
         store.template.render(
             &store.camera,
             info.seq,
@@ -201,6 +211,10 @@ impl<'s> Writer<'s> {
                     return Err(WriteError::Moving {
                         path: final_path.parent().unwrap_or(&store.dir).to_owned(),
                     });
+                }
+                Err(Attempt::Landed) => {
+                    self.bring_back(dir_part, file_name, &final_path)?;
+                    break;
                 }
                 Err(Attempt::Failed(e)) => return Err(e),
             }
@@ -298,6 +312,42 @@ impl<'s> Writer<'s> {
                 .sync_all()
                 .map_err(io_error("fsync the directory of", final_path))
                 .map_err(Attempt::Failed)?;
+        }
+        // Moved away in the instant between the check and the rename.
+        if !held.still_here() {
+            return Err(Attempt::Landed);
+        }
+        Ok(())
+    }
+
+    /// The file `file_name` went into the held directory just as it was
+    /// moved out of the tree: moves it back into the directory made again in
+    /// its place (the same filesystem: a move within it is a rename).
+    fn bring_back(
+        &mut self,
+        dir_part: &str,
+        file_name: &str,
+        final_path: &Path,
+    ) -> Result<(), WriteError> {
+        let moved = self.current_dir.take();
+        self.open_dir(dir_part)?;
+        let (Some(from), Some(to)) = (moved, self.current_dir.as_ref()) else {
+            return Err(WriteError::Moving {
+                path: final_path.to_owned(),
+            });
+        };
+        rustix::fs::renameat_with(
+            &from.dir,
+            file_name,
+            &to.dir,
+            file_name,
+            RenameFlags::NOREPLACE,
+        )
+        .map_err(|e| io_error("move back into the output directory", final_path)(e.into()))?;
+        if self.store.fsync {
+            to.dir
+                .sync_all()
+                .map_err(io_error("fsync the directory of", final_path))?;
         }
         Ok(())
     }
