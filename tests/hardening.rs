@@ -769,3 +769,80 @@ fn something_in_the_way_of_the_sequence_mark_is_refused_at_start() {
         stderr(&output)
     );
 }
+
+#[test]
+fn a_lone_recorder_takes_back_a_removed_lock_file_and_goes_on() {
+    for lock in [".framerec.lock", ".framerec-cam0.lock"] {
+        let env = Env::new();
+        env.config("[source]\nwidth = 32\nheight = 16\nfps = 20\n[snapshot]\nevery = \"frame\"\n");
+        let mut child = env.spawn(false);
+        env.wait_for_lock("cam0");
+        std::fs::remove_file(env.out().join(lock)).unwrap();
+        std::thread::sleep(Duration::from_millis(1500));
+        assert!(env.out().join(lock).exists(), "{lock} not taken back");
+        let before = env.manifest().len();
+        std::thread::sleep(Duration::from_millis(500));
+        assert!(env.manifest().len() > before, "{lock}: recording stopped");
+        signal(&child, "TERM");
+        wait_with_timeout(&mut child, Duration::from_secs(30));
+        assert!(child.wait().unwrap().success(), "{lock}: it stopped itself");
+    }
+}
+
+#[test]
+fn the_recorder_that_lost_its_directory_leaves_the_winners_files_and_mark_alone() {
+    let env = Env::new();
+    let body = |quota: &str| {
+        format!(
+            "[source]\nwidth = 32\nheight = 16\nfps = 20\n[snapshot]\nevery = \"2s\"\n\
+             [output]\ndir = \"{}\"\nname = \"{{camera}}-{{seq}}.{{ext}}\"\nmanifest = false\n{quota}",
+            env.out().display()
+        )
+    };
+    let loser_config = env.input(
+        "loser.toml",
+        body("[retention]\nmax_files = 1\n").as_bytes(),
+    );
+    let winner_config = env.input("winner.toml", body("").replace("2s", "frame").as_bytes());
+    let mut loser = env
+        .command(&["run", "--config", loser_config.to_str().unwrap()])
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    env.wait_for_lock("cam0");
+    std::thread::sleep(Duration::from_millis(2500));
+    // Someone removes the locks, and a second recorder starts at once.
+    std::fs::remove_file(env.out().join(".framerec-cam0.lock")).unwrap();
+    std::fs::remove_file(env.out().join(".framerec.lock")).unwrap();
+    let winner = env.run(&[
+        "run",
+        "--config",
+        winner_config.to_str().unwrap(),
+        "--duration",
+        "3s",
+    ]);
+    wait_with_timeout(&mut loser, Duration::from_secs(30));
+    let loser_code = loser.wait().unwrap().code();
+    if winner.status.code() != Some(0) {
+        // The first took its locks back before the second started: then
+        // the second is refused, which is as good.
+        assert_eq!(winner.status.code(), Some(1), "{}", stderr(&winner));
+        return;
+    }
+    assert_eq!(loser_code, Some(1), "both recorded");
+    let seqs: Vec<u64> = env.images().iter().map(|n| seq_of(n)).collect();
+    let winners: Vec<u64> = seqs.iter().copied().filter(|&s| s > 1000).collect();
+    assert!(
+        winners.len() >= 20,
+        "the loser deleted the winner's files: {seqs:?}"
+    );
+    let mark: u64 = std::fs::read_to_string(env.out().join(".framerec-cam0.seq"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(
+        mark >= *winners.iter().max().unwrap(),
+        "the mark ({mark}) went below the winner's numbers"
+    );
+}

@@ -130,7 +130,7 @@ pub fn run(
         let mut helpers = Vec::with_capacity(encode.threads + 1);
         if let Some(index) = index {
             let retention = Retention::new(
-                store.dir(),
+                &store,
                 settings.retention,
                 index,
                 settings.output.name.matcher(&settings.camera, &EXTENSIONS),

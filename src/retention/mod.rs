@@ -150,6 +150,8 @@ pub(crate) fn warn_about_quota(quota: &Quota, dir: &Path, ours: u64) {
 
 /// The retention thread's state.
 pub(crate) struct Retention<'a> {
+    /// Whose directory it is (retention stops when another recorder has it).
+    store: &'a store::Store,
     root: PathBuf,
     quota: Quota,
     index: Index,
@@ -169,7 +171,7 @@ pub(crate) struct Retention<'a> {
 
 impl<'a> Retention<'a> {
     pub(crate) fn new(
-        root: &Path,
+        store: &'a store::Store,
         quota: Quota,
         index: Index,
         matcher: NameMatcher,
@@ -177,7 +179,8 @@ impl<'a> Retention<'a> {
         stats: &'a Stats,
     ) -> Retention<'a> {
         Retention {
-            root: root.to_owned(),
+            store,
+            root: store.dir().to_owned(),
             quota,
             index,
             matcher,
@@ -509,6 +512,10 @@ impl<'a> Retention<'a> {
         reason: Reason,
         mut next: impl FnMut(&mut Index) -> Option<index::Removed>,
     ) -> u64 {
+        // Nothing is deleted in a directory another recorder has taken.
+        if count == 0 || !self.store.is_ours() {
+            return 0;
+        }
         /// Failures after which this round gives up (a read-only
         /// filesystem fails every file alike).
         const MAX_FAILURES: usize = 8;

@@ -244,20 +244,32 @@ impl Store {
     /// Whether the lock files this store holds are the ones in the output
     /// directory now (not files of a directory removed since).
     fn locks_in_place(&self) -> bool {
+        self.locks_present().iter().all(|&present| present)
+    }
+
+    /// For the directory's lock and the camera's: whether the file this
+    /// store holds locked is the one under that name now.
+    fn locks_present(&self) -> [bool; 2] {
         let locks = self.locks.lock().unwrap_or_else(|e| e.into_inner());
-        let names = [
-            DIR_LOCK.to_owned(),
-            format!(".framerec-{}.lock", self.camera),
-        ];
-        locks.iter().zip(names).all(|(lock, name)| {
+        let names = [DIR_LOCK.to_owned(), camera_lock_name(&self.camera)];
+        let mut present = [false; 2];
+        for ((lock, name), present) in locks.iter().zip(names).zip(&mut present) {
             let held = rustix::fs::fstat(lock);
             let there = rustix::fs::statat(
                 rustix::fs::CWD,
                 self.dir.join(name),
                 rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
             );
-            matches!((held, there), (Ok(a), Ok(b)) if (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino))
-        })
+            *present = matches!((held, there), (Ok(a), Ok(b)) if (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino));
+        }
+        present
+    }
+
+    /// Whether the output directory is this recorder's right now: nobody
+    /// has taken it over, and its lock files are the ones it holds. Checked
+    /// before each file and each deletion (four `statx` calls).
+    pub(crate) fn is_ours(&self) -> bool {
+        self.owned.load(std::sync::atomic::Ordering::SeqCst) && self.locks_in_place()
     }
 
     /// The output directory was removed or moved away while recording:
@@ -277,20 +289,43 @@ impl Store {
     }
 
     fn take_back(&self) -> Result<(), StoreError> {
-        if self.dir.is_dir() && self.locks_in_place() {
+        let dir_there = self.dir.is_dir();
+        let present = if dir_there {
+            self.locks_present()
+        } else {
+            [false; 2]
+        };
+        if present == [true; 2] {
             return Ok(());
         }
-        tracing::warn!(dir = %self.dir.display(), "the output directory was removed or moved away; making it again");
-        fs::DirBuilder::new()
-            .recursive(true)
-            .mode(self.dir_mode)
-            .create(&self.dir)
-            .map_err(|source| StoreError::CreateDir {
-                path: self.dir.clone(),
-                source,
-            })?;
-        let locks = take_locks(&self.dir, &self.camera, &self.template, self.file_mode)?;
-        *self.locks.lock().unwrap_or_else(|e| e.into_inner()) = locks;
+        if !dir_there {
+            tracing::warn!(dir = %self.dir.display(), "the output directory was removed or moved away; making it again");
+            fs::DirBuilder::new()
+                .recursive(true)
+                .mode(self.dir_mode)
+                .create(&self.dir)
+                .map_err(|source| StoreError::CreateDir {
+                    path: self.dir.clone(),
+                    source,
+                })?;
+        } else {
+            tracing::warn!(dir = %self.dir.display(), "a lock file of the output directory was removed; taking it again");
+        }
+        // Only the locks that are gone: one still held through this
+        // store's descriptor would block against itself.
+        {
+            let mut locks = self.locks.lock().unwrap_or_else(|e| e.into_inner());
+            if !present[0] {
+                locks[0] = take_dir_lock(&self.dir, &self.template, self.file_mode)?;
+            }
+            if !present[1] {
+                locks[1] =
+                    take_camera_lock(&self.dir, &self.camera, &self.template, self.file_mode)?;
+            }
+        }
+        if dir_there {
+            return Ok(());
+        }
         if let Some(manifest) = &self.manifest {
             manifest
                 .reopen(&self.dir, &self.camera)
@@ -310,7 +345,12 @@ impl Store {
 
     /// At shutdown: syncs the manifest and writes the exact sequence mark.
     pub(crate) fn finish(&self) -> io::Result<()> {
-        let mark = self.mark.finish();
+        // A recorder whose directory another has taken leaves the mark to it.
+        let mark = if self.is_ours() {
+            self.mark.finish()
+        } else {
+            Ok(())
+        };
         match &self.manifest {
             Some(m) => m.sync(),
             None => Ok(()),
@@ -362,29 +402,46 @@ fn take_locks(
     template: &Template,
     mode: u32,
 ) -> Result<[File; 2], StoreError> {
-    let dir_lock =
-        take_lock(&dir.join(DIR_LOCK), !template.has_camera(), mode).map_err(|e| match e {
-            LockFailure::Held(lock) => StoreError::DirLocked {
-                dir: dir.to_owned(),
-                lock,
-            },
-            LockFailure::Io(path, source) => StoreError::Lock { path, source },
-        })?;
-    let lock = take_lock(&dir.join(format!(".framerec-{camera}.lock")), true, mode).map_err(
-        |e| match e {
-            LockFailure::Held(lock) => StoreError::Locked {
-                camera: camera.to_owned(),
-                dir: dir.to_owned(),
-                lock,
-            },
-            LockFailure::Io(path, source) => StoreError::Lock { path, source },
+    let dir_lock = take_dir_lock(dir, template, mode)?;
+    let lock = take_camera_lock(dir, camera, template, mode)?;
+    Ok([dir_lock, lock])
+}
+
+/// The name of a camera's lock file.
+fn camera_lock_name(camera: &str) -> String {
+    format!(".framerec-{camera}.lock")
+}
+
+/// The directory's lock: shared, or whole for a template without `{camera}`.
+fn take_dir_lock(dir: &Path, template: &Template, mode: u32) -> Result<File, StoreError> {
+    take_lock(&dir.join(DIR_LOCK), !template.has_camera(), mode).map_err(|e| match e {
+        LockFailure::Held(lock) => StoreError::DirLocked {
+            dir: dir.to_owned(),
+            lock,
         },
-    )?;
-    // The camera's lock says which names it writes; recorders of other
-    // cameras in this directory must write by the same template, or one's
-    // names could be another's (camera "jpg" with "a-{seq}.{camera}" writes
-    // camera "a"'s "{camera}-{seq}.{ext}" names).
-    let lock_path = dir.join(format!(".framerec-{camera}.lock"));
+        LockFailure::Io(path, source) => StoreError::Lock { path, source },
+    })
+}
+
+/// The camera's lock, with the template declared in it. Recorders of other
+/// cameras in this directory must write by the same template, or one's
+/// names could be another's (camera "jpg" with "a-{seq}.{camera}" writes
+/// camera "a"'s "{camera}-{seq}.{ext}" names).
+fn take_camera_lock(
+    dir: &Path,
+    camera: &str,
+    template: &Template,
+    mode: u32,
+) -> Result<File, StoreError> {
+    let lock_path = dir.join(camera_lock_name(camera));
+    let lock = take_lock(&lock_path, true, mode).map_err(|e| match e {
+        LockFailure::Held(lock) => StoreError::Locked {
+            camera: camera.to_owned(),
+            dir: dir.to_owned(),
+            lock,
+        },
+        LockFailure::Io(path, source) => StoreError::Lock { path, source },
+    })?;
     let declared = lock
         .set_len(0)
         .and_then(|()| lock.write_all_at(template.as_str().as_bytes(), 0));
@@ -403,15 +460,18 @@ fn take_locks(
             ours: template.as_str().to_owned(),
         });
     }
-    Ok([dir_lock, lock])
+    Ok(lock)
 }
 
 /// The templates other running recorders in `dir` declared in their
-/// camera locks: (camera, template), for the locks held now.
+/// camera locks: (camera, template), for the locks held now. A held lock
+/// whose template cannot be read counts as a different one (what cannot be
+/// checked is not trusted).
 fn other_templates(dir: &Path, camera: &str) -> Vec<(String, String)> {
-    use std::io::Read as _;
+    use std::io::{Read as _, Seek as _};
+    let unreadable = || "(a template that cannot be read)".to_owned();
     let mut found = Vec::new();
-    let own = format!(".framerec-{camera}.lock");
+    let own = camera_lock_name(camera);
     for entry in fs::read_dir(dir).into_iter().flatten().flatten() {
         let Ok(name) = entry.file_name().into_string() else {
             continue;
@@ -422,11 +482,15 @@ fn other_templates(dir: &Path, camera: &str) -> Vec<(String, String)> {
         else {
             continue;
         };
-        if name == own {
+        if name == own || !entry.file_type().is_ok_and(|t| t.is_file()) {
             continue;
         }
-        let Ok(mut file) = beneath::open_file(dir, &name, File::options().read(true)) else {
-            continue;
+        let file = match beneath::open_file(dir, &name, File::options().read(true)) {
+            Ok(file) => file,
+            Err(_) => {
+                found.push((other.to_owned(), unreadable()));
+                continue;
+            }
         };
         // Held (by a running recorder) when it cannot be taken.
         let held = match file.try_lock_shared() {
@@ -435,13 +499,36 @@ fn other_templates(dir: &Path, camera: &str) -> Vec<(String, String)> {
                 false
             }
             Err(fs::TryLockError::WouldBlock) => true,
-            Err(fs::TryLockError::Error(_)) => false,
+            Err(fs::TryLockError::Error(_)) => true,
         };
-        let mut theirs = String::new();
-        if held && (&mut file).take(4096).read_to_string(&mut theirs).is_ok() && !theirs.is_empty()
-        {
-            found.push((other.to_owned(), theirs));
+        if !held {
+            continue;
         }
+        // A recorder starting this instant writes its template just after
+        // taking its lock: read again a few times before judging.
+        let mut theirs = unreadable();
+        for attempt in 0..5 {
+            if attempt > 0 {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            let mut bytes = Vec::new();
+            let read = (&file).seek(std::io::SeekFrom::Start(0)).and_then(|_| {
+                (&file)
+                    .take(naming::MAX_TEMPLATE_LEN as u64 + 1)
+                    .read_to_end(&mut bytes)
+            });
+            match (read, String::from_utf8(bytes)) {
+                (Ok(_), Ok(text)) if !text.is_empty() => {
+                    let settled = text == theirs;
+                    theirs = text;
+                    if settled {
+                        break;
+                    }
+                }
+                _ => theirs = unreadable(),
+            }
+        }
+        found.push((other.to_owned(), theirs));
     }
     found
 }

@@ -17,6 +17,8 @@ use crate::frame::TimeZone;
 
 /// The longest file or directory name Linux filesystems take (NAME_MAX).
 pub const NAME_MAX: usize = 255;
+/// The longest template (`output.name`) taken.
+pub const MAX_TEMPLATE_LEN: usize = 1024;
 /// The longest camera name (`camera` in the config).
 pub const MAX_CAMERA_LEN: usize = 64;
 
@@ -44,6 +46,8 @@ pub enum TemplateError {
     Ambiguous,
     #[error("the template is empty")]
     Empty,
+    #[error("the template is {0} bytes long; at most {MAX_TEMPLATE_LEN} are taken")]
+    TooLongTemplate(usize),
     #[error("{{time:{0}}} cannot be read back exactly and shares a file or directory name with {{camera}}: one camera's files could be taken for another's; put it in a part of its own (between '/') or use numeric fields")]
     LooseBesideCamera(String),
     #[error("a rendered name has a part of {len} bytes ({name}); filesystems allow {NAME_MAX}: shorten the template or the camera name")]
@@ -84,6 +88,9 @@ impl Template {
     pub fn parse(source: &str) -> Result<Template, TemplateError> {
         if source.is_empty() {
             return Err(TemplateError::Empty);
+        }
+        if source.len() > MAX_TEMPLATE_LEN {
+            return Err(TemplateError::TooLongTemplate(source.len()));
         }
         let mut parts = Vec::new();
         let mut literal = String::new();
@@ -822,6 +829,10 @@ mod tests {
         assert!(matches!(
             Template::parse("/srv/{seq}.{ext}"),
             Err(TemplateError::LeavesDir(_))
+        ));
+        assert!(matches!(
+            Template::parse(&format!("{}/{{seq}}.{{ext}}", "a/".repeat(600))),
+            Err(TemplateError::TooLongTemplate(_))
         ));
         let long = format!("{}-{{seq}}.{{ext}}", "x".repeat(250));
         assert!(matches!(

@@ -162,7 +162,9 @@ impl<'s> Writer<'s> {
         dropped_before: impl FnOnce(&WrittenFile) -> u64,
     ) -> Result<(WrittenFile, Option<WriteError>), WriteError> {
         let store = self.store;
-        if !store.owned.load(std::sync::atomic::Ordering::Relaxed) {
+        // Nothing is written into a directory another recorder has taken
+        // (its lock files replaced): take them back, or stop writing.
+        if !store.is_ours() && store.reestablish().is_err() {
             return Err(WriteError::NotOurs {
                 dir: store.dir.clone(),
             });
