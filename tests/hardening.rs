@@ -846,3 +846,43 @@ fn the_recorder_that_lost_its_directory_leaves_the_winners_files_and_mark_alone(
         "the mark ({mark}) went below the winner's numbers"
     );
 }
+
+#[test]
+fn a_stale_lock_of_another_user_that_nobody_holds_is_no_conflict() {
+    let env = Env::new();
+    let out = env.out();
+    std::fs::create_dir_all(&out).unwrap();
+    let owned = Command::new("chown").args(["nobody"]).arg(&out).status();
+    let dir_ok = Command::new("chmod")
+        .args(["755"])
+        .arg(env.dir.path())
+        .status();
+    if !owned.is_ok_and(|s| s.success()) || !dir_ok.is_ok_and(|s| s.success()) {
+        eprintln!("skipped: cannot hand a directory to user nobody here");
+        return;
+    }
+    // Left by a root run of another camera; unreadable for nobody.
+    let stale = out.join(".framerec-cam1.lock");
+    std::fs::write(&stale, b"{camera}/{seq}.{ext}").unwrap();
+    std::fs::set_permissions(&stale, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let config = env.config("[source]\nwidth = 32\nheight = 16\n[snapshot]\nevery = \"frame\"\n");
+    std::fs::set_permissions(&config, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
+    let output = Command::new("setpriv")
+        .args([
+            "--reuid=nobody",
+            "--regid=nogroup",
+            "--clear-groups",
+            BIN,
+            "run",
+            "--config",
+        ])
+        .arg(&config)
+        .args(["--frames", "3"])
+        .current_dir(env.dir.path())
+        .output();
+    let Ok(output) = output else {
+        eprintln!("skipped: setpriv is missing");
+        return;
+    };
+    assert_success(&output);
+}

@@ -487,8 +487,13 @@ fn other_templates(dir: &Path, camera: &str) -> Vec<(String, String)> {
         }
         let file = match beneath::open_file(dir, &name, File::options().read(true)) {
             Ok(file) => file,
+            // Gone since the listing: nobody's.
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            // Not ours to read (another user's): it counts only if held.
             Err(_) => {
-                found.push((other.to_owned(), unreadable()));
+                if held_per_proc_locks(&dir.join(&name)) {
+                    found.push((other.to_owned(), unreadable()));
+                }
                 continue;
             }
         };
@@ -531,6 +536,26 @@ fn other_templates(dir: &Path, camera: &str) -> Vec<(String, String)> {
         found.push((other.to_owned(), theirs));
     }
     found
+}
+
+/// Whether a process holds a lock on the file at `path`, from
+/// `/proc/locks` (for a file this process cannot open); when that cannot be
+/// told, it is taken as held.
+fn held_per_proc_locks(path: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(meta) = fs::symlink_metadata(path) else {
+        return false; // gone
+    };
+    let Ok(locks) = fs::read_to_string("/proc/locks") else {
+        return true;
+    };
+    // Lines such as "1: FLOCK ADVISORY WRITE 1234 fd:01:5678 0 EOF": the
+    // device as major:minor in hex, then the inode.
+    let (major, minor) = (rustix::fs::major(meta.dev()), rustix::fs::minor(meta.dev()));
+    let wanted = format!("{major:02x}:{minor:02x}:{}", meta.ino());
+    locks
+        .lines()
+        .any(|line| line.split_whitespace().any(|field| field == wanted))
 }
 
 /// The lock every recorder in a directory takes: shared when its names

@@ -164,7 +164,8 @@ impl<'s> Writer<'s> {
         let store = self.store;
         // Nothing is written into a directory another recorder has taken
         // (its lock files replaced): take them back, or stop writing.
-        if !store.is_ours() && store.reestablish().is_err() {
+        let owned = store.owned.load(std::sync::atomic::Ordering::SeqCst);
+        if !store.is_ours() && (!owned || store.reestablish().is_err()) {
             return Err(WriteError::NotOurs {
                 dir: store.dir.clone(),
             });
