@@ -5,7 +5,7 @@
 //! Everything that decides is pure and table-tested here ([`select_device`],
 //! [`negotiate`]); the device itself sits behind the small [`Device`] and
 //! [`Opener`] interfaces, so tests drive [`Camera`] with a fake that fails
-//! and recovers. The Linux implementation (V4L2 through the v4l crate) is
+//! and recovers. The Linux implementation (V4L2 ioctls through libc) is
 //! in [`super::v4l2`].
 
 use std::fmt;
