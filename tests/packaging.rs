@@ -75,6 +75,22 @@ fn the_systemd_unit_verifies() {
 }
 
 #[test]
+fn the_preset_configs_are_valid() {
+    let env = Env::new();
+    for preset in ["timelapse", "dataset", "surveillance"] {
+        let path = format!("{}/config/{preset}.toml", env!("CARGO_MANIFEST_DIR"));
+        let output = env.run(&["check", "--config", &path]);
+        assert!(
+            output.status.success(),
+            "config/{preset}.toml fails check:\n{}",
+            stderr(&output)
+        );
+        let text = String::from_utf8_lossy(&output.stdout);
+        assert!(text.contains("kind = \"camera\""), "{preset}: {text}");
+    }
+}
+
+#[test]
 fn the_readme_config_examples_are_valid() {
     let readme =
         std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
