@@ -12,3 +12,4 @@ mod hardening;
 mod lifecycle;
 mod packaging;
 mod retention;
+mod service;

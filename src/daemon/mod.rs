@@ -20,6 +20,7 @@
 //!    logged. A second TERM/INT exits at once (code 130): every file on disk
 //!    is still whole, and temp files are swept at the next start.
 
+mod health;
 pub mod signals;
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -195,7 +196,15 @@ pub fn run(
             })
             .context("cannot start the capture thread")?;
         let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
-        let let_go = supervise(&flags, &capture_done, control_rx, limits, &store);
+        let health = health::Health::new(settings.source.stall_timeout());
+        let let_go = supervise(
+            &flags,
+            &capture_done,
+            control_rx,
+            limits,
+            &store,
+            (health, &stats),
+        );
         let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
         if !let_go {
             finish_without_capture(&store, &stats, &capture_done);
@@ -314,6 +323,7 @@ fn supervise(
     control_rx: &Receiver<Control>,
     limits: Limits,
     store: &Store,
+    (mut health, stats): (health::Health, &Stats),
 ) -> bool {
     let started = Instant::now();
     let mut stopped_at: Option<Instant> = None;
@@ -350,6 +360,9 @@ fn supervise(
         }
         if flags.failed.load(Ordering::SeqCst) {
             stopping = true;
+        }
+        if !stopping {
+            health.tick(stats);
         }
         // Once a second: is the output directory still ours? (Removed, or
         // removed and made again, it is taken back before the next file,
