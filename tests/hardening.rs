@@ -179,21 +179,33 @@ fn a_shared_manifest_full_of_another_camera_never_resets_numbering() {
     assert_eq!(seqs_in_manifest(&env, "a"), [1, 2, 3, 4, 5, 6]);
 }
 
+/// Starts `first` (camera `camera`), runs `second` for one frame while it
+/// records, then stops the first: both outcomes.
+fn second_while_first_records(
+    env: &Env,
+    first: &str,
+    camera: &str,
+    second: &str,
+) -> (std::process::ExitStatus, std::process::Output) {
+    let mut child = Command::new(BIN)
+        .args(["run", "--config", first])
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    env.wait_for_lock(camera);
+    let output = env.run(&["run", "--config", second, "--frames", "1"]);
+    signal(&child, "TERM");
+    wait_with_timeout(&mut child, Duration::from_secs(30));
+    (child.wait().unwrap(), output)
+}
+
 #[test]
 fn cameras_whose_names_could_collide_cannot_share_a_directory() {
     let env = Env::new();
     // No {camera} in the name: two cameras would write the same names.
     let a = camera_config(&env, "a.toml", "a", "{seq}.{ext}", "");
     let b = camera_config(&env, "b.toml", "b", "{camera}-{seq}.{ext}", "");
-    let mut first = Command::new(BIN)
-        .args(["run", "--config", &a])
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    env.wait_for_lock("a");
-    let second = env.run(&["run", "--config", &b, "--frames", "1"]);
-    signal(&first, "TERM");
-    wait_with_timeout(&mut first, Duration::from_secs(30));
+    let (_, second) = second_while_first_records(&env, &a, "a", &b);
     assert_eq!(second.status.code(), Some(1), "{}", stderr(&second));
     assert!(stderr(&second).contains("{camera}"), "{}", stderr(&second));
     // Templates that cannot tell cameras apart are refused by check.
@@ -667,16 +679,8 @@ fn cameras_in_one_directory_must_share_a_template() {
     let a = camera_config(&env, "a.toml", "a", "{camera}-{seq}.{ext}", "");
     // Camera "jpg" with this template writes exactly camera "a"'s names.
     let b = camera_config(&env, "b.toml", "jpg", "a-{seq}.{camera}", "");
-    let mut first = Command::new(BIN)
-        .args(["run", "--config", &a])
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    env.wait_for_lock("a");
-    let second = env.run(&["run", "--config", &b, "--frames", "1"]);
-    signal(&first, "TERM");
-    wait_with_timeout(&mut first, Duration::from_secs(30));
-    assert!(first.wait().unwrap().success());
+    let (first, second) = second_while_first_records(&env, &a, "a", &b);
+    assert!(first.success());
     assert_eq!(second.status.code(), Some(1), "{}", stderr(&second));
     assert!(
         stderr(&second).contains("one template"),

@@ -6,14 +6,32 @@ use std::time::{Duration, Instant};
 
 use crate::common::*;
 
-/// The messages sent to a notify socket, each with when it came.
-fn listen(env: &Env) -> (UnixDatagram, std::path::PathBuf) {
+/// `framerec run --config CONFIG --duration DURATION` with a notify socket
+/// (as systemd's) and a 400 ms watchdog.
+fn spawn_notified(
+    env: &Env,
+    config: &std::path::Path,
+    duration: &str,
+) -> (UnixDatagram, std::process::Child) {
     let path = env.path("notify.sock");
     let socket = UnixDatagram::bind(&path).unwrap();
     socket
         .set_read_timeout(Some(Duration::from_millis(100)))
         .unwrap();
-    (socket, path)
+    let args = [
+        "run",
+        "--config",
+        config.to_str().unwrap(),
+        "--duration",
+        duration,
+    ];
+    let child = env
+        .command(&args)
+        .env("NOTIFY_SOCKET", &path)
+        .env("WATCHDOG_USEC", "400000")
+        .spawn()
+        .unwrap();
+    (socket, child)
 }
 
 fn collect(socket: &UnixDatagram, child: &mut std::process::Child) -> Vec<(Duration, String)> {
@@ -37,19 +55,7 @@ fn collect(socket: &UnixDatagram, child: &mut std::process::Child) -> Vec<(Durat
 fn tells_systemd_ready_pings_the_watchdog_reports_status_and_stopping() {
     let env = Env::new();
     let config = env.config("[source]\nwidth = 32\nheight = 16\nfps = 20\n");
-    let (socket, path) = listen(&env);
-    let mut child = env
-        .command(&[
-            "run",
-            "--config",
-            config.to_str().unwrap(),
-            "--duration",
-            "3s",
-        ])
-        .env("NOTIFY_SOCKET", &path)
-        .env("WATCHDOG_USEC", "400000")
-        .spawn()
-        .unwrap();
+    let (socket, mut child) = spawn_notified(&env, &config, "3s");
     let messages = collect(&socket, &mut child);
     assert!(child.wait().unwrap().success());
     let texts: Vec<&str> = messages.iter().map(|(_, t)| t.as_str()).collect();
@@ -98,19 +104,7 @@ fn a_stalled_source_stops_the_watchdog_pings() {
          [snapshot]\nevery = \"frame\"\n",
         fifo.display()
     ));
-    let (socket, path) = listen(&env);
-    let mut child = env
-        .command(&[
-            "run",
-            "--config",
-            config.to_str().unwrap(),
-            "--duration",
-            "9s",
-        ])
-        .env("NOTIFY_SOCKET", &path)
-        .env("WATCHDOG_USEC", "400000")
-        .spawn()
-        .unwrap();
+    let (socket, mut child) = spawn_notified(&env, &config, "9s");
     // A few frames, then the writer stays but sends nothing.
     let mut writer = std::fs::OpenOptions::new().write(true).open(&fifo).unwrap();
     std::io::Write::write_all(&mut writer, &vec![7u8; 8 * 8 * 3 * 5]).unwrap();
