@@ -9,7 +9,7 @@ set -euo pipefail
 want=(cmake nasm libclang1-14)
 command -v cc >/dev/null 2>&1 || want+=(build-essential)
 if [[ ${1:-build} == test ]]; then
-  want+=(python3 python3-pil libimage-exiftool-perl imagemagick systemd fiu-utils)
+  want+=(python3 python3-pil python3-prometheus-client libimage-exiftool-perl imagemagick systemd fiu-utils)
   want+=(pipewire pipewire-bin pipewire-v4l2 wireplumber dbus gstreamer1.0-pipewire
          gstreamer1.0-tools gstreamer1.0-plugins-base gstreamer1.0-plugins-good v4l-utils)
 fi

@@ -36,6 +36,8 @@ mod convert;
 pub mod daemon;
 mod encode;
 pub mod frame;
+pub mod http;
+mod live;
 pub mod retention;
 mod ring;
 mod schedule;

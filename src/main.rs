@@ -9,7 +9,6 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 use framerec::config::{parse_duration, ConfigError, Settings};
 use framerec::daemon::{self, Limits};
-use framerec::source::Source;
 
 /// Exit codes (EX_CONFIG lets systemd tell a bad config from a crash).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -145,7 +144,7 @@ fn main() -> ExitCode {
                 Ok(settings) => settings,
                 Err(e) => return report_config_error(&e),
             };
-            match record(&settings, Limits { frames, duration }) {
+            match record(&settings, config.as_deref(), Limits { frames, duration }) {
                 Ok(()) => Exit::Success.into(),
                 Err(e) => {
                     say(format_args!("framerec: {e:#}"));
@@ -156,11 +155,17 @@ fn main() -> ExitCode {
     }
 }
 
-fn record(settings: &Settings, limits: Limits) -> anyhow::Result<()> {
+/// Records with `settings`, read from `config` (read again on HUP).
+fn record(
+    settings: &Settings,
+    config: Option<&std::path::Path>,
+    limits: Limits,
+) -> anyhow::Result<()> {
     let (control_tx, control_rx) = crossbeam_channel::bounded(16);
     let signals = daemon::forward_signals(control_tx, Exit::Quit as i32)?;
-    let open_source = || Source::open(&settings.source, settings.encode.format);
-    let result = daemon::run(settings, open_source, &control_rx, limits);
+    let reload = config.map(|path| move || Settings::load(path));
+    let reload = reload.as_ref().map(|f| f as &daemon::Loader<'_>);
+    let result = daemon::run(settings, reload, &control_rx, limits);
     signals.close();
     result.map(drop)
 }

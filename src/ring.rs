@@ -92,6 +92,7 @@ pub struct Producer {
     /// they learn from it that the encoders are gone.)
     filled_rx: Option<Receiver<Frame>>,
     free_rx: Receiver<Frame>,
+    queued: Occupancy,
     when_full: Overflow,
 }
 
@@ -99,7 +100,24 @@ pub struct Producer {
 #[derive(Clone)]
 pub struct Consumer {
     filled_rx: Receiver<Frame>,
+    queued: Occupancy,
     free_tx: Sender<Frame>,
+}
+
+/// How many frames wait in the ring (for the metrics), kept beside the
+/// channel: holding one of its ends would change when it counts as closed.
+#[derive(Clone, Debug, Default)]
+pub struct Occupancy(std::sync::Arc<std::sync::atomic::AtomicIsize>);
+
+impl Occupancy {
+    /// Frames queued now.
+    pub fn get(&self) -> usize {
+        self.0.load(std::sync::atomic::Ordering::Relaxed).max(0) as usize
+    }
+
+    fn add(&self, n: isize) {
+        self.0.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 /// The ring's buffers could not be allocated (a memory limit).
@@ -131,14 +149,20 @@ pub fn ring(
         // The channel has room for every buffer.
         let _ = free_tx.try_send(frame);
     }
+    let queued = Occupancy::default();
     Ok((
         Producer {
             filled_tx,
             filled_rx: (when_full == Overflow::DropOldest).then(|| filled_rx.clone()),
             free_rx,
             when_full,
+            queued: queued.clone(),
         },
-        Consumer { filled_rx, free_tx },
+        Consumer {
+            filled_rx,
+            free_tx,
+            queued,
+        },
     ))
 }
 
@@ -146,6 +170,11 @@ impl Producer {
     /// A free buffer for the next frame. Free buffers always exist while the
     /// capture thread holds fewer than [`HELD_BY_CAPTURE`]; if the encoders
     /// have died this gives a fresh one rather than hang.
+    /// How many frames wait (for the metrics).
+    pub fn occupancy(&self) -> Occupancy {
+        self.queued.clone()
+    }
+
     pub fn take_buffer(&self) -> Frame {
         if let Ok(frame) = self.free_rx.try_recv() {
             return frame;
@@ -161,11 +190,17 @@ impl Producer {
     pub fn push(&self, frame: Frame) -> (Pushed, Frame) {
         match self.when_full {
             Overflow::Block => match self.filled_tx.send(frame) {
-                Ok(()) => (Pushed::Queued, self.take_buffer()),
+                Ok(()) => {
+                    self.queued.add(1);
+                    (Pushed::Queued, self.take_buffer())
+                }
                 Err(e) => (Pushed::Closed, e.into_inner()),
             },
             Overflow::DropNewest => match self.filled_tx.try_send(frame) {
-                Ok(()) => (Pushed::Queued, self.take_buffer()),
+                Ok(()) => {
+                    self.queued.add(1);
+                    (Pushed::Queued, self.take_buffer())
+                }
                 Err(TrySendError::Full(frame)) => {
                     let seq = frame.seq;
                     (Pushed::DroppedNewest(seq), frame)
@@ -177,7 +212,10 @@ impl Producer {
                 let mut dropped: Option<Frame> = None;
                 loop {
                     match self.filled_tx.try_send(frame) {
-                        Ok(()) => break,
+                        Ok(()) => {
+                            self.queued.add(1);
+                            break;
+                        }
                         Err(TrySendError::Disconnected(frame)) => return (Pushed::Closed, frame),
                         Err(TrySendError::Full(back)) => {
                             frame = back;
@@ -185,6 +223,9 @@ impl Producer {
                             // there is room now and the next try succeeds.
                             if dropped.is_none() {
                                 dropped = self.filled_rx.as_ref().and_then(|rx| rx.try_recv().ok());
+                                if dropped.is_some() {
+                                    self.queued.add(-1);
+                                }
                             }
                         }
                     }
@@ -203,7 +244,10 @@ impl Consumer {
     /// closed and empty; `Err(false)` on a timeout.
     pub fn pop(&self, timeout: Duration) -> Result<Frame, bool> {
         match self.filled_rx.recv_timeout(timeout) {
-            Ok(frame) => Ok(frame),
+            Ok(frame) => {
+                self.queued.add(-1);
+                Ok(frame)
+            }
             Err(RecvTimeoutError::Disconnected) => Err(true),
             Err(RecvTimeoutError::Timeout) => Err(false),
         }

@@ -37,6 +37,7 @@ impl<'a> Sink<'a> {
         let stats = self.stats;
         let info = FileInfo::of(frame, format);
         let dropped_before = |f: &WrittenFile| stats.file_written(f.seq, &f.path, f.len);
+        let started = std::time::Instant::now();
         let mut result = self.writer.write(info, parts, dropped_before);
         if let (Err(e), Some(retention)) = (&result, &self.retention) {
             // A full disk with a quota to keep: make room, try once more.
@@ -47,6 +48,15 @@ impl<'a> Sink<'a> {
         }
         match result {
             Ok((file, manifest_error)) => {
+                stats.write_time.observe(started.elapsed());
+                let captured_ns = frame
+                    .captured_at
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_nanos().min(u64::MAX as u128) as u64);
+                stats
+                    .newest_capture_ns
+                    .fetch_max(captured_ns, std::sync::atomic::Ordering::Relaxed);
+                stats.note_newest(file.seq, &file.path, captured_ns);
                 if let Some(e) = manifest_error {
                     stats.manifest_failed(file.seq, &Chain(&e));
                 }

@@ -86,6 +86,46 @@ impl RateLimit {
     }
 }
 
+/// Upper bounds of the duration histograms' buckets, in seconds.
+pub const BUCKETS: [f64; 14] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.0075, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0,
+];
+
+/// A duration histogram of atomic counters (one relaxed add per
+/// observation, no lock): the encode and write times.
+#[derive(Debug, Default)]
+pub struct Histogram {
+    /// Per bucket of [`BUCKETS`], then one for larger values.
+    counts: [AtomicU64; BUCKETS.len() + 1],
+    sum_ns: AtomicU64,
+}
+
+impl Histogram {
+    pub fn observe(&self, took: Duration) {
+        let secs = took.as_secs_f64();
+        let bucket = BUCKETS
+            .iter()
+            .position(|&bound| secs <= bound)
+            .unwrap_or(BUCKETS.len());
+        self.counts[bucket].fetch_add(1, Relaxed);
+        self.sum_ns
+            .fetch_add(took.as_nanos().min(u64::MAX as u128) as u64, Relaxed);
+    }
+
+    /// The sum in seconds, the count, and the count in each bucket (not
+    /// cumulative), the last one's bound infinite.
+    pub fn snapshot(&self) -> (f64, u64, [(f64, u64); BUCKETS.len() + 1]) {
+        let mut buckets = [(f64::INFINITY, 0); BUCKETS.len() + 1];
+        for (i, bucket) in buckets.iter_mut().enumerate() {
+            bucket.0 = BUCKETS.get(i).copied().unwrap_or(f64::INFINITY);
+            bucket.1 = self.counts[i].load(Relaxed);
+        }
+        let count = buckets.iter().map(|b| b.1).sum();
+        let sum = self.sum_ns.load(Relaxed) as f64 / 1e9;
+        (sum, count, buckets)
+    }
+}
+
 /// The run's counters, shared by every thread.
 #[derive(Debug)]
 pub struct Stats {
@@ -114,6 +154,18 @@ pub struct Stats {
     pub deleted_bytes: AtomicU64,
     /// Deletions that failed (the file stays and counts toward the quota).
     pub delete_failed: AtomicU64,
+    /// How long encoding took, per file.
+    pub encode_time: Histogram,
+    /// How long the durable write took, per file (the manifest line included).
+    pub write_time: Histogram,
+    /// The capture time of the newest file written, in nanoseconds since
+    /// the Unix epoch (0: none yet).
+    pub newest_capture_ns: AtomicU64,
+    /// Bytes of framerec's files in the output directory (kept by retention
+    /// when a quota is kept).
+    pub disk_used: AtomicU64,
+    /// The newest file written: its number, path and capture time (ns).
+    newest: std::sync::Mutex<(u64, String, u64)>,
 }
 
 impl Default for Stats {
@@ -143,6 +195,11 @@ impl Stats {
             deleted_files: AtomicU64::new(0),
             deleted_bytes: AtomicU64::new(0),
             delete_failed: AtomicU64::new(0),
+            encode_time: Histogram::default(),
+            write_time: Histogram::default(),
+            newest_capture_ns: AtomicU64::new(0),
+            disk_used: AtomicU64::new(0),
+            newest: std::sync::Mutex::new((0, String::new(), 0)),
         }
     }
 
@@ -171,6 +228,27 @@ impl Stats {
         self.bytes.fetch_add(len, Relaxed);
         tracing::trace!(seq, path = %path.display(), bytes = len, "file written");
         self.dropped_since_write.swap(0, Relaxed)
+    }
+
+    /// Notes the newest file for `/status` (never waits: if a reader holds
+    /// it, this file is skipped; the path's buffer is reused).
+    pub fn note_newest(&self, seq: u64, path: &std::path::Path, captured_ns: u64) {
+        if let Ok(mut newest) = self.newest.try_lock() {
+            if seq > newest.0 {
+                newest.0 = seq;
+                newest.1.clear();
+                newest.1.push_str(&path.to_string_lossy());
+                newest.2 = captured_ns;
+            }
+        }
+    }
+
+    /// The newest file: number, path and capture time (RFC 3339, UTC).
+    pub fn newest_file(&self) -> Option<(u64, String, String)> {
+        let newest = self.newest.lock().unwrap_or_else(|e| e.into_inner());
+        let time = chrono::DateTime::from_timestamp_nanos(newest.2 as i64)
+            .to_rfc3339_opts(chrono::SecondsFormat::Nanos, true);
+        (newest.0 > 0).then(|| (newest.0, newest.1.clone(), time))
     }
 
     /// Counts and logs (rate-limited) a manifest line that could not be
@@ -311,6 +389,23 @@ mod tests {
         assert_eq!(limit.allow(9_000), None);
         assert_eq!(limit.allow(10_001), Some(2));
         assert_eq!(limit.allow(10_002), None);
+    }
+
+    #[test]
+    fn the_histogram_counts_each_value_once_in_cumulative_buckets() {
+        let h = Histogram::default();
+        h.observe(Duration::from_micros(300));
+        h.observe(Duration::from_millis(6));
+        h.observe(Duration::from_secs(60));
+        let (sum, count, buckets) = h.snapshot();
+        assert_eq!(count, 3);
+        assert!((sum - 60.0063).abs() < 1e-9, "{sum}");
+        assert_eq!(buckets[0], (0.0005, 1));
+        let at = |bound: f64| buckets.iter().find(|b| b.0 == bound).unwrap().1;
+        assert_eq!(
+            (at(0.005), at(0.0075), at(10.0), at(f64::INFINITY)),
+            (0, 1, 0, 1)
+        );
     }
 
     #[test]

@@ -9,6 +9,7 @@
 //! except [`Settings::load`], which reads the file.
 
 mod print;
+pub use print::{changes, Change};
 mod raw;
 mod validate;
 
@@ -22,7 +23,7 @@ use crate::retention::Quota;
 use crate::schedule::Every;
 use crate::{encode, ring, source, store};
 
-pub use validate::parse_duration;
+pub use validate::{parse_duration, DEFAULT_WRITE_TIMEOUT};
 
 /// The largest config file read: a real one is a few KiB.
 pub const MAX_CONFIG_BYTES: u64 = 1 << 20;
@@ -42,6 +43,11 @@ pub struct Settings {
     pub output: store::Options,
     /// The quota; empty when `[retention]` gives no limit.
     pub retention: Quota,
+    /// `[http]`, when `listen` is set.
+    pub http: Option<crate::http::Options>,
+    /// `output.write_timeout`: picked frames waiting this long with no file
+    /// written mean a wedged writer (the watchdog stops, `/healthz` says so).
+    pub write_timeout: std::time::Duration,
 }
 
 /// One thing wrong with a config file.

@@ -87,6 +87,8 @@ impl fmt::Display for Settings {
         writeln!(f, "manifest = {}", self.output.manifest)?;
         writeln!(f, "file_mode = \"{:04o}\"", self.output.file_mode)?;
         writeln!(f, "dir_mode = \"{:04o}\"", self.output.dir_mode)?;
+        let write_timeout = humantime::format_duration(self.write_timeout);
+        writeln!(f, "write_timeout = \"{write_timeout}\"")?;
         let q = &self.retention;
         if !q.is_empty() {
             writeln!(f, "\n[retention]")?;
@@ -106,6 +108,98 @@ impl fmt::Display for Settings {
             }
         }
         writeln!(f, "\n[encoder]")?;
-        write!(f, "threads = {}", self.encode.threads)
+        write!(f, "threads = {}", self.encode.threads)?;
+        if let Some(http) = &self.http {
+            writeln!(f, "\n\n[http]")?;
+            writeln!(f, "listen = \"{}\"", http.listen)?;
+            write!(f, "allow_remote = {}", http.allow_remote)?;
+        }
+        Ok(())
+    }
+}
+
+/// One key whose effective value a reload changes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Change {
+    /// `section.key`, such as `snapshot.quality` (`camera` at the top).
+    pub key: String,
+    /// The values as `framerec check` prints them; `None` when unset.
+    pub old: Option<String>,
+    pub new: Option<String>,
+}
+
+impl fmt::Display for Change {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let show = |v: &Option<String>| v.clone().unwrap_or_else(|| "(unset)".into());
+        write!(f, "{} {} -> {}", self.key, show(&self.old), show(&self.new))
+    }
+}
+
+/// The printed settings as (`section.key`, value), in order.
+fn keyed(settings: &Settings) -> Vec<(String, String)> {
+    let text = settings.to_string();
+    let mut section = String::new();
+    let mut out = Vec::new();
+    for line in text.lines() {
+        let line = line.trim();
+        if let Some(name) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+            section = format!("{name}.");
+        } else if let Some((key, value)) = line.split_once(" = ") {
+            out.push((format!("{section}{key}"), value.to_owned()));
+        }
+    }
+    out
+}
+
+/// Every key whose effective value differs between `old` and `new`, in
+/// the order `framerec check` prints them (keys only in `new` last).
+pub fn changes(old: &Settings, new: &Settings) -> Vec<Change> {
+    let (before, after) = (keyed(old), keyed(new));
+    let find = |list: &[(String, String)], key: &str| {
+        list.iter().find(|(k, _)| k == key).map(|(_, v)| v.clone())
+    };
+    let mut out: Vec<Change> = before
+        .iter()
+        .filter_map(|(key, value)| {
+            let now = find(&after, key);
+            (now.as_deref() != Some(value.as_str())).then(|| Change {
+                key: key.clone(),
+                old: Some(value.clone()),
+                new: now,
+            })
+        })
+        .collect();
+    out.extend(
+        after
+            .iter()
+            .filter(|(key, _)| find(&before, key).is_none())
+            .map(|(key, value)| Change {
+                key: key.clone(),
+                old: None,
+                new: Some(value.clone()),
+            }),
+    );
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    #[test]
+    fn changes_name_each_key_that_differs_with_both_values() {
+        let parse = |text: &str| Settings::from_toml(text, Path::new("t.toml")).unwrap();
+        let old = parse("[snapshot]\nquality = 90\n");
+        let new = parse("[snapshot]\nquality = 70\n[retention]\nmax_files = 10\n");
+        let changes: Vec<String> = changes(&old, &new).iter().map(|c| c.to_string()).collect();
+        assert_eq!(
+            changes,
+            [
+                "snapshot.quality 90 -> 70",
+                "retention.max_files (unset) -> 10"
+            ]
+        );
+        assert!(super::changes(&old, &old.clone()).is_empty());
     }
 }

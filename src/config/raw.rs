@@ -22,6 +22,7 @@ pub(super) struct RawConfig {
     pub(super) output: Option<RawOutput>,
     pub(super) retention: Option<RawRetention>,
     pub(super) encoder: Option<RawEncoder>,
+    pub(super) http: Option<RawHttp>,
 }
 
 #[derive(Debug, Default, serde::Deserialize)]
@@ -77,6 +78,7 @@ pub(super) struct RawOutput {
     pub(super) manifest: Option<Spanned<bool>>,
     pub(super) file_mode: Option<Spanned<String>>,
     pub(super) dir_mode: Option<Spanned<String>>,
+    pub(super) write_timeout: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Default, serde::Deserialize)]
@@ -92,6 +94,13 @@ pub(super) struct RawRetention {
 #[serde(deny_unknown_fields)]
 pub(super) struct RawEncoder {
     pub(super) threads: Option<Spanned<i64>>,
+}
+
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawHttp {
+    pub(super) listen: Option<Spanned<String>>,
+    pub(super) allow_remote: Option<Spanned<bool>>,
 }
 
 /// A value written either as a string or as a bare integer
@@ -153,6 +162,7 @@ fn check_section(name: &str, value: Spanned<DeValue<'_>>) -> Result<(), toml::de
         "output" => RawOutput::deserialize(deserializer).map(drop),
         "retention" => RawRetention::deserialize(deserializer).map(drop),
         "encoder" => RawEncoder::deserialize(deserializer).map(drop),
+        "http" => RawHttp::deserialize(deserializer).map(drop),
         _ => Ok(()),
     }
 }
@@ -169,13 +179,14 @@ pub(super) fn parse_raw(text: &str, problems: &mut Problems<'_>) -> Option<RawCo
             return None;
         }
     };
-    let sections: [(&str, &'static [&'static str]); 6] = [
+    let sections: [(&str, &'static [&'static str]); 7] = [
         ("source", field_names::<RawSource>()),
         ("ring", field_names::<RawRing>()),
         ("snapshot", field_names::<RawSnapshot>()),
         ("output", field_names::<RawOutput>()),
         ("retention", field_names::<RawRetention>()),
         ("encoder", field_names::<RawEncoder>()),
+        ("http", field_names::<RawHttp>()),
     ];
     let top = field_names::<RawConfig>();
     let document_span = document.span();

@@ -9,8 +9,8 @@ use std::time::Duration;
 use toml::Spanned;
 
 use super::raw::{
-    RawConfig, RawControl, RawEncoder, RawOutput, RawRetention, RawRing, RawSnapshot, RawSource,
-    StringOrInt,
+    RawConfig, RawControl, RawEncoder, RawHttp, RawOutput, RawRetention, RawRing, RawSnapshot,
+    RawSource, StringOrInt,
 };
 use super::{Problems, Settings};
 use crate::encode::{self, PngCompression, Subsampling};
@@ -69,8 +69,10 @@ pub(super) fn validate(raw: RawConfig, problems: &mut Problems<'_>) -> Option<Se
     let ring = ring(&raw_ring, problems);
     let snapshot = snapshot(&raw_snapshot, problems);
     let output = output(&raw_output, problems);
+    let write_timeout = write_timeout(&raw_output, problems);
     let retention = retention(&raw.retention.unwrap_or_default(), problems);
     let threads = encoder(&raw.encoder.unwrap_or_default(), problems);
+    let http = http(&raw.http.unwrap_or_default(), problems);
 
     // Across sections, on the values involved alone (each valid by itself),
     // so a problem elsewhere in a section hides none of these.
@@ -112,7 +114,55 @@ pub(super) fn validate(raw: RawConfig, problems: &mut Problems<'_>) -> Option<Se
         },
         output,
         retention: retention?,
+        http: http?,
+        write_timeout: write_timeout?,
     })
+}
+
+/// `[http]`: off unless `listen` is set; an address other machines can
+/// reach only with `allow_remote = true` (there is no authentication).
+fn http(http: &RawHttp, problems: &mut Problems<'_>) -> Option<Option<crate::http::Options>> {
+    let allow_remote = http.allow_remote.as_ref().is_some_and(|v| *v.get_ref());
+    let Some(listen) = &http.listen else {
+        if http.allow_remote.is_some() {
+            problems.at(
+                http.allow_remote.as_ref()?,
+                "http.allow_remote",
+                "has no effect without http.listen (such as listen = \"127.0.0.1:8090\")",
+            );
+            return None;
+        }
+        return Some(None);
+    };
+    let address: std::net::SocketAddr = match listen.get_ref().trim().parse() {
+        Ok(address) => address,
+        Err(_) => {
+            problems.at(
+                listen,
+                "http.listen",
+                format!(
+                    "{:?} is not an IP address and port; write it as \"127.0.0.1:8090\" (or \"[::1]:8090\")",
+                    listen.get_ref()
+                ),
+            );
+            return None;
+        }
+    };
+    if !address.ip().is_loopback() && !allow_remote {
+        problems.at(
+            listen,
+            "http.listen",
+            format!(
+                "{address} can be reached from other machines and the endpoints have no authentication; \
+                 use 127.0.0.1, or set http.allow_remote = true to serve it anyway"
+            ),
+        );
+        return None;
+    }
+    Some(Some(crate::http::Options {
+        listen: address,
+        allow_remote,
+    }))
 }
 
 /// `camera`: a name that is safe in file names.
@@ -520,6 +570,41 @@ fn snapshot(snapshot: &RawSnapshot, problems: &mut Problems<'_>) -> Option<Snaps
     Some((format, options()))
 }
 
+/// A duration of at least `min`, or a problem saying what is wrong.
+fn duration_at_least(
+    value: &Spanned<String>,
+    key: &str,
+    min: Duration,
+    problems: &mut Problems<'_>,
+) -> Option<Duration> {
+    match parse_duration(value.get_ref()) {
+        Ok(d) if d >= min => Some(d),
+        Ok(_) => {
+            let min = humantime::format_duration(min);
+            problems.at(value, key, format!("must be at least {min}"));
+            None
+        }
+        Err(e) => {
+            problems.at(value, key, e);
+            None
+        }
+    }
+}
+
+/// `output.write_timeout`: how long picked frames may wait with no file
+/// written before the writer counts as wedged (the supervisor's health
+/// check, not the store's).
+pub(super) fn write_timeout(output: &RawOutput, problems: &mut Problems<'_>) -> Option<Duration> {
+    match &output.write_timeout {
+        None => Some(DEFAULT_WRITE_TIMEOUT),
+        Some(v) => duration_at_least(v, "output.write_timeout", Duration::from_secs(1), problems),
+    }
+}
+
+/// The default `output.write_timeout`: a PNG "best" of a large frame takes
+/// seconds, a slow network filesystem a few more; nothing sane takes this.
+pub const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// `[output]`.
 fn output(output: &RawOutput, problems: &mut Problems<'_>) -> Option<store::Options> {
     let dir = match &output.dir {
@@ -595,17 +680,7 @@ fn retention(retention: &RawRetention, problems: &mut Problems<'_>) -> Option<Qu
     let max_age = retention
         .max_age
         .as_ref()
-        .and_then(|v| match parse_duration(v.get_ref()) {
-            Ok(d) if d >= Duration::from_secs(1) => Some(d),
-            Ok(_) => {
-                problems.at(v, "retention.max_age", "must be at least 1s");
-                None
-            }
-            Err(e) => {
-                problems.at(v, "retention.max_age", e);
-                None
-            }
-        });
+        .and_then(|v| duration_at_least(v, "retention.max_age", Duration::from_secs(1), problems));
     let min_free = retention.min_free.as_ref().and_then(|v| {
         if let StringOrInt::Str(text) = v.get_ref() {
             if let Some(percent) = text.trim().strip_suffix('%') {

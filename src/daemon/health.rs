@@ -1,85 +1,149 @@
-//! What systemd sees of a running recorder: `WATCHDOG=1` pings at half the
-//! watchdog interval, sent only while the pipeline makes progress, and a
-//! one-line `STATUS=` every few seconds. Silent without `NOTIFY_SOCKET`.
+//! What systemd and `/healthz` see of a running recorder: `WATCHDOG=1`
+//! pings at half the watchdog interval, sent only while the pipeline makes
+//! progress, a one-line `STATUS=` every few seconds (both silent without
+//! `NOTIFY_SOCKET`), and the [`Condition`] the HTTP endpoints report.
 //!
 //! Progress means: frames were captured within the stall timeout (before the
 //! first frame, a camera that is not there yet is waited for, and pings go
 //! on), and, while picked frames wait to be written, a file was written
-//! within [`WRITE_BOUND`]. A stalled camera or a wedged encoder stops the
-//! pings, so systemd restarts the service.
+//! within `output.write_timeout` (30 s by default). A stalled camera or a wedged encoder stops the
+//! pings, so systemd restarts the service. `/healthz` also turns 503 when
+//! the disk was full within the last [`DISK_FULL_BOUND`], or when writes
+//! fail and no file was written within the write timeout; those are not a
+//! reason for a restart (a restart frees no disk), so pings go on.
 
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use crate::stats::Stats;
+use crate::http::Condition;
+use crate::stats::{DropReason, Stats};
 
-/// How long picked frames may wait with no file written before the
-/// encoders count as wedged (a PNG "best" of a large frame takes seconds;
-/// nothing sane takes this long).
-pub(crate) const WRITE_BOUND: Duration = Duration::from_secs(30);
+/// How long a frame lost to a full disk keeps `/healthz` at 503.
+pub(crate) const DISK_FULL_BOUND: Duration = Duration::from_secs(60);
 /// How often the status line is sent.
 const STATUS_EVERY: Duration = Duration::from_secs(2);
 
+/// A counter and when it last changed.
+#[derive(Clone, Copy, Debug)]
+struct Seen {
+    value: u64,
+    at: Instant,
+}
+
+impl Seen {
+    fn new(now: Instant) -> Seen {
+        Seen { value: 0, at: now }
+    }
+
+    fn update(&mut self, value: u64, now: Instant) {
+        if value != self.value {
+            *self = Seen { value, at: now };
+        }
+    }
+
+    fn within(&self, bound: Duration, now: Instant) -> bool {
+        self.value > 0 && now.duration_since(self.at) <= bound
+    }
+}
+
 /// The watchdog and status state, driven by the supervisor's loop.
-pub(crate) struct Health {
+pub(crate) struct Health<'a> {
     /// Half the watchdog interval, when systemd asks for pings.
     ping_every: Option<Duration>,
     stall: Duration,
+    /// `output.write_timeout` (a reload may change it).
+    pub(crate) write_bound: Duration,
     last_ping: Instant,
     last_status: Instant,
-    /// Counters at the last change, and when it was.
-    captured: (u64, Instant),
-    written: (u64, Instant),
+    captured: Seen,
+    /// Files written or frames dropped (settled).
+    settled: Seen,
+    written: Seen,
+    write_failures: Seen,
+    disk_full: Seen,
     /// Captured at the last status line, for the rate.
     status_captured: (u64, Instant),
+    /// Shared with the HTTP endpoints, when they are on.
+    condition: Option<&'a Mutex<Condition>>,
 }
 
-impl Health {
+impl<'a> Health<'a> {
     /// For a source that counts as stalled after `stall` without a frame.
-    pub(crate) fn new(stall: Duration) -> Health {
+    pub(crate) fn new(
+        stall: Duration,
+        write_bound: Duration,
+        condition: Option<&'a Mutex<Condition>>,
+    ) -> Health<'a> {
         let now = Instant::now();
         Health {
             ping_every: sd_notify::watchdog_enabled().map(|interval| interval / 2),
             stall,
+            write_bound,
             last_ping: now,
             last_status: now,
-            captured: (0, now),
-            written: (0, now),
+            captured: Seen::new(now),
+            settled: Seen::new(now),
+            written: Seen::new(now),
+            write_failures: Seen::new(now),
+            disk_full: Seen::new(now),
             status_captured: (0, now),
+            condition,
         }
     }
 
-    /// Whether the pipeline is making progress (see the module docs).
+    /// Whether the pipeline is making progress (see the module docs): the
+    /// problem that should stop the watchdog, if any.
     fn progressing(&self, stats: &Stats, now: Instant) -> Result<(), &'static str> {
-        let picked = stats.picked.load(std::sync::atomic::Ordering::Relaxed);
-        let settled =
-            stats.written.load(std::sync::atomic::Ordering::Relaxed) + stats.dropped_total();
-        if self.captured.0 > 0 && now.duration_since(self.captured.1) > self.stall {
+        let picked = stats.picked.load(Relaxed);
+        let settled = stats.written.load(Relaxed) + stats.dropped_total();
+        if self.captured.value > 0 && now.duration_since(self.captured.at) > self.stall {
             return Err("the source sends no frames");
         }
-        if picked > settled && now.duration_since(self.written.1) > WRITE_BOUND {
+        if picked > settled && now.duration_since(self.settled.at) > self.write_bound {
             return Err("frames wait and no file is written");
+        }
+        Ok(())
+    }
+
+    /// Problems of the disk, which `/healthz` reports but the watchdog
+    /// does not act on.
+    fn disk(&self, now: Instant) -> Result<(), &'static str> {
+        if self.disk_full.within(DISK_FULL_BOUND, now) {
+            return Err("the disk is full: frames are lost");
+        }
+        let writing = self.written.within(self.write_bound, now);
+        if self.write_failures.within(self.write_bound, now) && !writing {
+            return Err("files cannot be written");
         }
         Ok(())
     }
 
     /// Called from the supervisor's loop (every 100 ms or so).
     pub(crate) fn tick(&mut self, stats: &Stats) {
-        use std::sync::atomic::Ordering::Relaxed;
         let now = Instant::now();
-        let captured = stats.captured.load(Relaxed);
-        if captured != self.captured.0 {
-            self.captured = (captured, now);
-        }
-        let written = stats.written.load(Relaxed) + stats.dropped_total();
-        if written != self.written.0 {
-            self.written = (written, now);
-        }
+        self.captured.update(stats.captured.load(Relaxed), now);
+        let written = stats.written.load(Relaxed);
+        self.settled.update(written + stats.dropped_total(), now);
+        self.written.update(written, now);
+        self.write_failures
+            .update(stats.dropped(DropReason::Write), now);
+        self.disk_full
+            .update(stats.dropped(DropReason::DiskFull), now);
         let state = self.progressing(stats, now);
         if let Some(every) = self.ping_every {
             if state.is_ok() && now.duration_since(self.last_ping) >= every {
                 let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]);
                 self.last_ping = now;
             }
+        }
+        let state = state.and_then(|()| self.disk(now));
+        if let Some(condition) = self.condition {
+            let mut c = condition.lock().unwrap_or_else(|e| e.into_inner());
+            c.problem = state.err().map(str::to_owned);
+            c.state.clear();
+            c.state.push_str(self.condition_word(state));
+            c.camera_up = self.captured.within(self.stall, now);
         }
         if now.duration_since(self.last_status) >= STATUS_EVERY {
             let line = self.status(stats, now, state);
@@ -88,21 +152,24 @@ impl Health {
         }
     }
 
+    fn condition_word(&self, state: Result<(), &'static str>) -> &'static str {
+        match state {
+            Err(problem) => problem,
+            Ok(()) if self.captured.value == 0 => "waiting for the source",
+            Ok(()) => "recording",
+        }
+    }
+
     /// The one-line status.
-    fn status(&mut self, stats: &Stats, now: Instant, state: Result<(), &str>) -> String {
-        use std::sync::atomic::Ordering::Relaxed;
+    fn status(&mut self, stats: &Stats, now: Instant, state: Result<(), &'static str>) -> String {
         let captured = stats.captured.load(Relaxed);
         let (before, since) = self.status_captured;
         let secs = now.duration_since(since).as_secs_f64().max(0.001);
         let fps = captured.saturating_sub(before) as f64 / secs;
         self.status_captured = (captured, now);
-        let condition = match state {
-            Err(problem) => problem,
-            Ok(()) if captured == 0 => "waiting for the source",
-            Ok(()) => "recording",
-        };
         format!(
-            "{condition}: {fps:.1} fps, {} files written ({:.1} MiB), {} frames dropped, {} deleted",
+            "{}: {fps:.1} fps, {} files written ({:.1} MiB), {} frames dropped, {} deleted",
+            self.condition_word(state),
             stats.written.load(Relaxed),
             stats.bytes.load(Relaxed) as f64 / (1 << 20) as f64,
             stats.dropped_total(),

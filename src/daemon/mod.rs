@@ -9,7 +9,11 @@
 //! 2. build the ring (every frame buffer allocated here, once);
 //! 3. start the retention thread, the encoder workers (each encoding into
 //!    its own sink), then the capture thread, which opens the source;
-//! 4. tell systemd READY=1.
+//! 4. tell systemd READY=1 once the source is open (a camera that is not
+//!    there yet is waited for; the status line says so).
+//!
+//! While recording, HUP reloads the config ([`reload`]): RELOADING=1 (with
+//! MONOTONIC_USEC), then READY=1 again, whatever the outcome.
 //!
 //! Shutdown, in order:
 //! 1. a stop (TERM/INT, `--duration`, `--frames`, end of input) sets the
@@ -21,6 +25,7 @@
 //!    is still whole, and temp files are swept at the next start.
 
 mod health;
+mod reload;
 pub mod signals;
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -29,12 +34,13 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use crossbeam_channel::Receiver;
 
-use crate::capture::{Capture, Flags};
-use crate::config::Settings;
-use crate::encode::{run_worker, Encoder};
+use crate::capture::{Capture, Flags, Preview, Reloadable, Snapshots};
+use crate::config::{ConfigError, Settings};
+use crate::encode::{self, run_worker, Encoder};
+use crate::http::{self, Condition};
+use crate::live::Live;
 use crate::retention::{self, index::Index, Retention};
 use crate::ring::ring;
-use crate::schedule::Schedule;
 use crate::sink::Sink;
 use crate::source::{Source, SourceError};
 use crate::stats::{DropReason, Stats, Summary};
@@ -47,7 +53,7 @@ pub use signals::forward_signals;
 pub enum Control {
     /// Stop capturing, drain every captured frame to disk, exit 0.
     Stop,
-    /// Reload the config (not supported yet: logged and ignored).
+    /// Read the config file again and apply what changed.
     Reload,
     /// Keep the next frame, whatever the schedule.
     Snapshot,
@@ -82,13 +88,24 @@ impl Drop for PanicGuard<'_> {
     }
 }
 
+/// Reads the config file again, for a reload.
+pub type Loader<'a> = dyn Fn() -> Result<Settings, ConfigError> + 'a;
+
+/// Opens a source on the capture thread (a camera must stay on the thread
+/// that opened it).
+fn open_source(
+    options: &crate::source::Options,
+    format: crate::frame::ImageFormat,
+) -> Result<Source, SourceError> {
+    Source::open(options, format)
+}
+
 /// Records until stopped; returns the run's counters. Errors are setup
-/// failures, or a source or thread that died (exit code 1). `open_source`
-/// runs on the capture thread: a camera must stay on the thread that
-/// opened it.
+/// failures, or a source or thread that died (exit code 1). `reload` reads
+/// the config file again on HUP (`None`: there is no file; HUP is refused).
 pub fn run(
     settings: &Settings,
-    open_source: impl FnOnce() -> Result<Source, SourceError> + Send,
+    reload: Option<&Loader<'_>>,
     control_rx: &Receiver<Control>,
     limits: Limits,
 ) -> anyhow::Result<Summary> {
@@ -121,45 +138,69 @@ pub fn run(
             settings.source.pixel_format
         )
     })?;
+    let http_server = settings.http.as_ref().map(http::bind).transpose()?;
+    let occupancy = producer.occupancy();
     let stats = Stats::new();
     let flags = Flags::default();
+    let preview = Preview::default();
+    let snapshots = Snapshots::default();
+    let condition = std::sync::Mutex::new(Condition {
+        quota_bytes: settings.retention.max_bytes,
+        settings: settings_json(settings),
+        state: "starting".into(),
+        ..Condition::default()
+    });
+    let http_state = http::State::new(
+        settings.camera.clone(),
+        store.dir().to_owned(),
+        &stats,
+        &flags,
+        &snapshots,
+        &preview,
+        (occupancy, settings.ring.frames),
+        &condition,
+    );
+    let http_stop = AtomicBool::new(false);
     let capture_done = AtomicBool::new(false);
     let (retention_handle, requests) = Retention::channel();
-    let retention_handle = index.is_some().then_some(retention_handle);
+    let live_source = Live::new((settings.source.clone(), encode.format));
+    let live_every = Live::new(settings.every);
+    let live_encode = Live::new(encode::Setup {
+        options: encode.clone(),
+        input,
+    });
 
     let capture_result = std::thread::scope(|scope| -> anyhow::Result<()> {
         let mut helpers = Vec::with_capacity(encode.threads + 1);
-        if let Some(index) = index {
-            let retention = Retention::new(
-                &store,
-                settings.retention,
-                index,
-                settings.output.name.matcher(&settings.camera, &EXTENSIONS),
-                settings.output.name.depth(),
-                &stats,
-            );
-            let failed = &flags.failed;
-            let handle = std::thread::Builder::new()
-                .name("retention".into())
-                .spawn_scoped(scope, move || {
-                    let _guard = PanicGuard(failed);
-                    retention.run(requests);
-                })
-                .context("cannot start the retention thread")?;
-            helpers.push(handle);
-        } else {
-            drop(requests);
-        }
+        // Without a quota the thread only waits, for a reload that sets one.
+        let index = index.unwrap_or_else(|| Index::new(&settings.output.name, &settings.camera));
+        let retention = Retention::new(
+            &store,
+            settings.retention,
+            index,
+            settings.output.name.matcher(&settings.camera, &EXTENSIONS),
+            settings.output.name.depth(),
+            &stats,
+        );
+        let failed = &flags.failed;
+        let handle = std::thread::Builder::new()
+            .name("retention".into())
+            .spawn_scoped(scope, move || {
+                let _guard = PanicGuard(failed);
+                retention.run(requests);
+            })
+            .context("cannot start the retention thread")?;
+        helpers.push(handle);
         for k in 0..encode.threads {
             let consumer = consumer.clone();
-            let mut sink = Sink::new(&store, &stats, retention_handle.clone());
-            let (stats, flags) = (&stats, &flags);
+            let mut sink = Sink::new(&store, &stats, Some(retention_handle.clone()));
+            let (stats, flags, live_encode) = (&stats, &flags, &live_encode);
             let handle = std::thread::Builder::new()
                 .name(format!("encoder-{k}"))
                 .spawn_scoped(scope, move || {
                     let _guard = PanicGuard(&flags.failed);
                     let worker =
-                        run_worker(consumer, encode, input, stats, |frame, format, parts| {
+                        run_worker(consumer, live_encode, stats, |frame, format, parts| {
                             sink.deliver(frame, format, parts)
                         });
                     if let Err(e) = worker {
@@ -171,8 +212,20 @@ pub fn run(
             helpers.push(handle);
         }
         drop(consumer);
-        // The workers hold the only handles now: retention ends after them.
-        drop(retention_handle);
+        let mut servers = Vec::with_capacity(http::THREADS);
+        if let Some(server) = &http_server {
+            for k in 0..http::THREADS {
+                let (state, stop) = (&http_state, &http_stop);
+                let handle = std::thread::Builder::new()
+                    .name(format!("http-{k}"))
+                    .spawn_scoped(scope, move || http::serve(server, state, stop))
+                    .context("cannot start an http thread")?;
+                servers.push(handle);
+            }
+            if let Some(listen) = settings.http.as_ref().map(|h| h.listen) {
+                tracing::info!(%listen, "http: serving /metrics, /healthz, /status, /snapshot.jpg and POST /snapshot");
+            }
+        }
         let capture = std::thread::Builder::new()
             .name("capture".into())
             .spawn_scoped(scope, || {
@@ -180,31 +233,52 @@ pub fn run(
                 // Set however capture ends, a panic included, so the
                 // supervisor never waits for a thread that is gone.
                 let _done = SetOnDrop(&capture_done);
-                let source = open_source().inspect_err(|_| {
-                    flags.failed.store(true, Ordering::SeqCst);
-                })?;
                 Capture {
-                    source,
+                    reloadable: Reloadable {
+                        source: &live_source,
+                        every: &live_every,
+                        open: &open_source,
+                    },
                     producer,
-                    schedule: Schedule::new(settings.every),
+                    preview: http_server.as_ref().map(|_| &preview),
+                    snapshots: &snapshots,
                     stats: &stats,
                     flags: &flags,
                     next_seq,
                     frames_limit: limits.frames,
                 }
                 .run()
+                .inspect_err(|_| flags.failed.store(true, Ordering::SeqCst))
             })
             .context("cannot start the capture thread")?;
-        let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
-        let health = health::Health::new(settings.source.stall_timeout());
-        let let_go = supervise(
-            &flags,
-            &capture_done,
+        let health = health::Health::new(
+            settings.source.stall_timeout(),
+            settings.write_timeout,
+            Some(&condition),
+        );
+        let targets = reload::Targets {
+            source: &live_source,
+            every: &live_every,
+            encode: &live_encode,
+            store: &store,
+            retention: Some(&retention_handle),
+            wake: &flags.wake,
+        };
+        let supervisor = Supervisor {
+            flags: &flags,
+            capture_done: &capture_done,
             control_rx,
             limits,
-            &store,
-            (health, &stats),
-        );
+            store: &store,
+            stats: &stats,
+            settings: settings.clone(),
+            reload,
+            targets,
+            condition: &condition,
+        };
+        let let_go = supervisor.run(health);
+        // The workers hold the only handles now: retention ends after them.
+        drop(retention_handle);
         let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
         if !let_go {
             finish_without_capture(&store, &stats, &capture_done);
@@ -219,6 +293,11 @@ pub fn run(
             if helper.join().is_err() {
                 flags.failed.store(true, Ordering::SeqCst);
             }
+        }
+        // The endpoints answered while the frames were drained.
+        http_stop.store(true, Ordering::SeqCst);
+        for server in servers {
+            let _ = server.join();
         }
         result
     });
@@ -238,6 +317,14 @@ pub fn run(
         );
     }
     Ok(summary)
+}
+
+/// The settings as `framerec check` prints them, as JSON (for `/status`).
+fn settings_json(settings: &Settings) -> serde_json::Value {
+    toml::from_str::<toml::Table>(&settings.to_string())
+        .ok()
+        .and_then(|table| serde_json::to_value(table).ok())
+        .unwrap_or_default()
 }
 
 /// Opens the store. With a quota, the start-up scan also fills retention's
@@ -314,85 +401,138 @@ fn finish_without_capture(store: &Store, stats: &Stats, capture_done: &AtomicBoo
     unsafe { libc::_exit(0) }
 }
 
-/// Waits for a reason to stop, then sets the stop flag and returns once
-/// capture has ended: true, or false if it did not within
-/// [`CAPTURE_GRACE`] of the stop.
-fn supervise(
-    flags: &Flags,
-    capture_done: &AtomicBool,
-    control_rx: &Receiver<Control>,
+/// The supervisor's view of the run.
+struct Supervisor<'a> {
+    flags: &'a Flags,
+    capture_done: &'a AtomicBool,
+    control_rx: &'a Receiver<Control>,
     limits: Limits,
-    store: &Store,
-    (mut health, stats): (health::Health, &Stats),
-) -> bool {
-    let started = Instant::now();
-    let mut stopped_at: Option<Instant> = None;
-    let mut checked_at = started;
-    let mut in_place = true;
-    // Bounded when parsed; should the clock still overflow, there is no
-    // deadline rather than a panic.
-    let deadline = limits.duration.and_then(|d| started.checked_add(d));
-    let mut stopping = false;
-    while !capture_done.load(Ordering::SeqCst) {
-        let wait = match deadline {
-            Some(d) if !stopping => d
-                .saturating_duration_since(Instant::now())
-                .min(Duration::from_millis(100)),
-            _ => Duration::from_millis(100),
-        };
-        match control_rx.recv_timeout(wait) {
-            Ok(Control::Stop) if !stopping => {
-                tracing::info!("stop requested; finishing captured frames");
-                stopping = true;
+    store: &'a Store,
+    stats: &'a Stats,
+    /// The settings in force (a reload replaces them).
+    settings: Settings,
+    reload: Option<&'a Loader<'a>>,
+    targets: reload::Targets<'a>,
+    /// What `/status` and `/metrics` show of the settings.
+    condition: &'a std::sync::Mutex<Condition>,
+}
+
+impl Supervisor<'_> {
+    /// HUP: reads the config file again and applies it (see [`reload`]),
+    /// telling systemd RELOADING=1 … READY=1 around it.
+    fn reload(&mut self) {
+        use sd_notify::NotifyState;
+        let mut reloading = vec![NotifyState::Reloading];
+        reloading.extend(NotifyState::monotonic_usec_now().ok());
+        let _ = sd_notify::notify(&reloading);
+        tracing::info!("reloading the config");
+        match reload::reload(&mut self.settings, self.reload, &self.targets) {
+            Ok(changes) if changes.is_empty() => {
+                tracing::info!("config reloaded: nothing changed")
             }
-            Ok(Control::Stop) => {}
-            Ok(Control::Reload) => {
-                tracing::warn!(
-                    "reloading the config is not supported yet; restart framerec to apply changes"
-                )
+            Ok(changes) => {
+                let mut c = self.condition.lock().unwrap_or_else(|e| e.into_inner());
+                c.settings = settings_json(&self.settings);
+                c.quota_bytes = self.settings.retention.max_bytes;
+                drop(c);
+                let list: Vec<String> = changes.iter().map(|c| c.to_string()).collect();
+                tracing::info!(changes = %list.join(", "), "config reloaded; applied");
             }
-            Ok(Control::Snapshot) => flags.snapshot.store(true, Ordering::SeqCst),
-            Err(_) => {}
+            Err(e) => {
+                tracing::error!("config not reloaded; the settings in force stay: {e:#}")
+            }
         }
-        if deadline.is_some_and(|d| Instant::now() >= d) && !stopping {
-            tracing::info!("duration reached; finishing captured frames");
-            stopping = true;
-        }
-        if flags.failed.load(Ordering::SeqCst) {
-            stopping = true;
-        }
-        if !stopping {
-            health.tick(stats);
-        }
-        // Once a second: is the output directory still ours? (Removed, or
-        // removed and made again, it is taken back before the next file,
-        // so a second recorder cannot start on it in the meantime.)
-        if checked_at.elapsed() >= Duration::from_secs(1) {
-            checked_at = Instant::now();
-            match store.reestablish() {
-                Ok(()) => in_place = true,
-                // Another recorder took it over: this one stops (exit 1).
-                Err(e) if e.is_taken() => {
-                    tracing::error!(error = %crate::stats::Chain(&e), "another recorder took the output directory over; stopping");
-                    flags.failed.store(true, Ordering::SeqCst);
+        let _ = sd_notify::notify(&[NotifyState::Ready]);
+    }
+
+    /// Waits for a reason to stop, then sets the stop flag and returns once
+    /// capture has ended: true, or false if it did not within
+    /// [`CAPTURE_GRACE`] of the stop.
+    fn run(mut self, mut health: health::Health) -> bool {
+        let (flags, capture_done, control_rx, limits, store, stats) = (
+            self.flags,
+            self.capture_done,
+            self.control_rx,
+            self.limits,
+            self.store,
+            self.stats,
+        );
+        let mut ready = false;
+        let started = Instant::now();
+        let mut stopped_at: Option<Instant> = None;
+        let mut checked_at = started;
+        let mut in_place = true;
+        // Bounded when parsed; should the clock still overflow, there is no
+        // deadline rather than a panic.
+        let deadline = limits.duration.and_then(|d| started.checked_add(d));
+        let mut stopping = false;
+        while !capture_done.load(Ordering::SeqCst) {
+            // Ready once the source is open (a camera is looked for on its
+            // first frame: one that is absent is waited for, and said so).
+            if !ready && flags.opened.load(Ordering::SeqCst) {
+                ready = true;
+                let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
+            }
+            let wait = match deadline {
+                Some(d) if !stopping => d
+                    .saturating_duration_since(Instant::now())
+                    .min(Duration::from_millis(100)),
+                _ => Duration::from_millis(100),
+            };
+            match control_rx.recv_timeout(wait) {
+                Ok(Control::Stop) if !stopping => {
+                    tracing::info!("stop requested; finishing captured frames");
                     stopping = true;
                 }
-                Err(e) if in_place => {
-                    in_place = false;
-                    tracing::error!(error = %crate::stats::Chain(&e), "the output directory is no longer framerec's; files cannot be written");
+                Ok(Control::Stop) => {}
+                Ok(Control::Reload) if !stopping => {
+                    self.reload();
+                    health.write_bound = self.settings.write_timeout;
                 }
+                Ok(Control::Reload) => {}
+                Ok(Control::Snapshot) => flags.snapshot.store(true, Ordering::SeqCst),
                 Err(_) => {}
             }
-        }
-        if stopping {
-            flags.stop.store(true, Ordering::SeqCst);
-            let since = *stopped_at.get_or_insert_with(Instant::now);
-            if since.elapsed() >= CAPTURE_GRACE && !capture_done.load(Ordering::SeqCst) {
-                return false;
+            if deadline.is_some_and(|d| Instant::now() >= d) && !stopping {
+                tracing::info!("duration reached; finishing captured frames");
+                stopping = true;
+            }
+            if flags.failed.load(Ordering::SeqCst) {
+                stopping = true;
+            }
+            if !stopping {
+                health.tick(stats);
+            }
+            // Once a second: is the output directory still ours? (Removed, or
+            // removed and made again, it is taken back before the next file,
+            // so a second recorder cannot start on it in the meantime.)
+            if checked_at.elapsed() >= Duration::from_secs(1) {
+                checked_at = Instant::now();
+                match store.reestablish() {
+                    Ok(()) => in_place = true,
+                    // Another recorder took it over: this one stops (exit 1).
+                    Err(e) if e.is_taken() => {
+                        tracing::error!(error = %crate::stats::Chain(&e), "another recorder took the output directory over; stopping");
+                        flags.failed.store(true, Ordering::SeqCst);
+                        stopping = true;
+                    }
+                    Err(e) if in_place => {
+                        in_place = false;
+                        tracing::error!(error = %crate::stats::Chain(&e), "the output directory is no longer framerec's; files cannot be written");
+                    }
+                    Err(_) => {}
+                }
+            }
+            if stopping {
+                flags.request_stop();
+                let since = *stopped_at.get_or_insert_with(Instant::now);
+                if since.elapsed() >= CAPTURE_GRACE && !capture_done.load(Ordering::SeqCst) {
+                    return false;
+                }
             }
         }
+        true
     }
-    true
 }
 
 #[cfg(test)]
@@ -445,6 +585,8 @@ mod tests {
                 dir_mode: 0o750,
             },
             retention: Quota::default(),
+            http: None,
+            write_timeout: crate::config::DEFAULT_WRITE_TIMEOUT,
         }
     }
 
@@ -459,8 +601,7 @@ mod tests {
             std::thread::sleep(Duration::from_millis(400));
             control_tx.send(Control::Stop).unwrap();
         });
-        let open = || Source::open(&settings.source, settings.encode.format);
-        let summary = run(&settings, open, &control_rx, Limits::default()).unwrap();
+        let summary = run(&settings, None, &control_rx, Limits::default()).unwrap();
         stopper.join().unwrap();
 
         assert!(summary.written >= 5, "{summary}");
@@ -487,8 +628,7 @@ mod tests {
             frames: Some(2),
             duration: None,
         };
-        let open = || Source::open(&settings.source, settings.encode.format);
-        let again = run(&settings, open, &control_rx, limits).unwrap();
+        let again = run(&settings, None, &control_rx, limits).unwrap();
         assert_eq!(again.written, 2, "{again}");
         let next = format!("lab-{:06}.png", seqs.last().unwrap() + 1);
         assert!(root.path().join(&next).exists(), "{next} was not written");

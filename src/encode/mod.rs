@@ -13,9 +13,10 @@ pub mod metadata;
 pub mod passthrough;
 pub mod png;
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::frame::{Frame, ImageFormat, PixelFormat, TimeZone, MAX_SIDE};
+use crate::live::Live;
 use crate::ring::Consumer;
 use crate::source::mjpeg::JpegError;
 use crate::stats::{Chain, DropReason, Stats};
@@ -277,27 +278,48 @@ impl Encoder {
     }
 }
 
+/// What a worker encodes with: the options and the source's pixel format,
+/// both of which a reload may change.
+#[derive(Clone, Debug)]
+pub struct Setup {
+    pub options: Options,
+    pub input: PixelFormat,
+}
+
 /// A worker thread's loop: pop, encode, hand the file to `deliver`,
 /// release, until the ring is closed and empty. `deliver` gets the frame,
-/// the file's format and its parts; it does the writing.
+/// the file's format and its parts; it does the writing. A new [`Setup`]
+/// (a reload) applies from the next frame popped.
 pub fn run_worker(
     consumer: Consumer,
-    options: &Options,
-    input: PixelFormat,
+    setup: &Live<Setup>,
     stats: &Stats,
     mut deliver: impl FnMut(&Frame, ImageFormat, &Parts<'_>),
 ) -> Result<(), EncodeError> {
     // Made here: libjpeg-turbo's buffers belong to one thread.
-    let mut encoder = Encoder::new(options, input)?;
-    let format = encoder.format();
+    let (first, mut seen) = setup.get();
+    let mut encoder = Encoder::new(&first.options, first.input)?;
     loop {
         let frame = match consumer.pop(Duration::from_millis(250)) {
             Ok(frame) => frame,
             Err(true) => break,
             Err(false) => continue,
         };
+        if let Some(new) = setup.changed(&mut seen) {
+            match Encoder::new(&new.options, new.input) {
+                Ok(made) => encoder = made,
+                Err(e) => {
+                    tracing::error!(error = %Chain(&e), "cannot set up the encoder with the new settings; the old ones stay")
+                }
+            }
+        }
+        let started = Instant::now();
+        let format = encoder.format();
         match encoder.encode(&frame) {
-            Ok(parts) => deliver(&frame, format, &parts),
+            Ok(parts) => {
+                stats.encode_time.observe(started.elapsed());
+                deliver(&frame, format, &parts)
+            }
             Err(e) => stats.frame_dropped(e.reason(), frame.seq, &Chain(&e)),
         }
         consumer.release(frame);

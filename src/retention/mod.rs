@@ -10,6 +10,10 @@
 //!   second (for `max_age` and `min_free`), and frees room on request when a
 //!   write found the disk full.
 //!
+//! The thread runs even without a quota (then it only waits), so that a
+//! reload can set one: the index is then built by a scan, and the watcher
+//! started.
+//!
 //! Only names the template could have produced for this camera are ever
 //! deleted; notes, other cameras' files and anything else are left alone.
 //! Directories emptied by deletions are removed.
@@ -48,6 +52,8 @@ pub(crate) enum Request {
     Written(WrittenFile),
     /// A write found the disk full: free at least this many bytes, then answer.
     MakeRoom { bytes: u64, reply: Sender<bool> },
+    /// A reload changed the quota.
+    Quota(Quota),
 }
 
 /// The encoders' handle on the retention thread.
@@ -61,6 +67,14 @@ impl Handle {
     /// full, the next rescan finds the file).
     pub(crate) fn written(&self, file: WrittenFile) {
         let _ = self.tx.try_send(Request::Written(file));
+    }
+
+    /// Gives retention a reload's quota (applied at once; the index is
+    /// built first if the quota needs facts it did not keep).
+    pub(crate) fn set_quota(&self, quota: Quota) -> bool {
+        self.tx
+            .send_timeout(Request::Quota(quota), Duration::from_secs(5))
+            .is_ok()
     }
 
     /// Asks for `bytes` of room and waits (up to a few seconds) for the
@@ -210,14 +224,17 @@ impl<'a> Retention<'a> {
         }
     }
 
-    /// Runs until every [`Handle`] is dropped (the encoders are done).
-    pub(crate) fn run(mut self, requests: Receiver<Request>) {
-        let (event_tx, events) = bounded::<notify::Result<notify::Event>>(4096);
+    /// Starts watching the output directory (None if it cannot).
+    fn watch(
+        &mut self,
+        event_tx: &Sender<notify::Result<notify::Event>>,
+    ) -> Option<notify::RecommendedWatcher> {
+        let event_tx = event_tx.clone();
         let watcher = notify::recommended_watcher(event_tx).and_then(|mut w| {
             w.watch(&self.root, RecursiveMode::Recursive)?;
             Ok(w)
         });
-        let _watcher = match watcher {
+        match watcher {
             Ok(w) => Some(w),
             Err(e) => {
                 tracing::warn!(
@@ -228,13 +245,55 @@ impl<'a> Retention<'a> {
                 self.rescan_every = Duration::from_secs(60);
                 None
             }
-        };
+        }
+    }
+
+    /// A reload's quota. The index is rebuilt from the disk when the old
+    /// quota kept none (or lacked the sizes and times the new one needs).
+    fn set_quota(&mut self, quota: Quota) {
+        let had = self.quota;
+        self.quota = quota;
+        if quota.is_empty() {
+            return;
+        }
+        let needs_ages = quota.max_age.is_some() && had.max_age.is_none();
+        if needs_ages {
+            self.index.track_ages();
+        }
+        if had.is_empty() || needs_ages || (quota.needs_file_facts() && !had.needs_file_facts()) {
+            self.rescan();
+            let usage = self.index.usage();
+            tracing::info!(
+                files = usage.files,
+                mib = usage.bytes >> 20,
+                "retention: indexed the files on disk for the new quota"
+            );
+            warn_about_quota(&quota, &self.root, usage.bytes);
+        }
+    }
+
+    /// Runs until every [`Handle`] is dropped (the encoders are done).
+    pub(crate) fn run(mut self, requests: Receiver<Request>) {
+        let (event_tx, events) = bounded::<notify::Result<notify::Event>>(4096);
+        let mut watcher = None;
+        if !self.quota.is_empty() {
+            watcher = self.watch(&event_tx);
+        }
         let checks = tick(CHECK_EVERY);
         let mut last_rescan = Instant::now();
         self.enforce(0);
         loop {
             select! {
                 recv(requests) -> request => match request {
+                    Ok(Request::Quota(quota)) => {
+                        self.set_quota(quota);
+                        if watcher.is_none() && !quota.is_empty() {
+                            watcher = self.watch(&event_tx);
+                            last_rescan = Instant::now();
+                        }
+                        self.enforce(0);
+                    }
+                    Ok(Request::Written(_)) if self.quota.is_empty() => {}
                     Ok(Request::Written(file)) => {
                         // Someone may have moved it away already (and the
                         // watcher told us first): no ghost entries.
@@ -262,6 +321,9 @@ impl<'a> Retention<'a> {
                     }
                 }
                 recv(checks) -> _ => {
+                    if self.quota.is_empty() {
+                        continue;
+                    }
                     let due = self.rescan_at.is_some_and(|at| Instant::now() >= at)
                         || last_rescan.elapsed() >= self.rescan_every;
                     if due {
@@ -472,6 +534,17 @@ impl<'a> Retention<'a> {
     /// Deletes the oldest files until every limit holds (and `extra` more
     /// bytes are free). Returns the files deleted.
     fn enforce(&mut self, extra: u64) -> u64 {
+        if self.quota.is_empty() {
+            return 0;
+        }
+        let deleted = self.enforce_quota(extra);
+        self.stats
+            .disk_used
+            .store(self.index.usage().bytes, Ordering::Relaxed);
+        deleted
+    }
+
+    fn enforce_quota(&mut self, extra: u64) -> u64 {
         let needs_space = self.quota.min_free.is_some() || extra > 0;
         let space = if needs_space {
             space_of(&self.root)

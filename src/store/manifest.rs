@@ -13,6 +13,7 @@ use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -61,7 +62,7 @@ struct State {
 /// The open manifest, shared by the encoder threads.
 pub(crate) struct Manifest {
     path: PathBuf,
-    fsync: bool,
+    fsync: AtomicBool,
     mode: u32,
     state: Mutex<State>,
 }
@@ -80,7 +81,7 @@ impl Manifest {
         Ok((
             Manifest {
                 path,
-                fsync,
+                fsync: AtomicBool::new(fsync),
                 mode,
                 state: Mutex::new(State {
                     file,
@@ -100,6 +101,11 @@ impl Manifest {
         state.file = file;
         state.dirty = false;
         Ok(())
+    }
+
+    /// Whether lines are synced (a reload may change it).
+    pub(crate) fn set_fsync(&self, fsync: bool) {
+        self.fsync.store(fsync, Ordering::Relaxed);
     }
 
     pub(crate) fn path(&self) -> &Path {
@@ -122,7 +128,7 @@ impl Manifest {
         appended?;
         unlocked?;
         state.dirty = true;
-        if self.fsync && state.last_sync.elapsed() >= SYNC_EVERY {
+        if self.fsync.load(Ordering::Relaxed) && state.last_sync.elapsed() >= SYNC_EVERY {
             state.file.sync_data()?;
             state.last_sync = Instant::now();
             state.dirty = false;
@@ -133,7 +139,7 @@ impl Manifest {
     /// Syncs what was appended (at shutdown).
     pub(crate) fn sync(&self) -> io::Result<()> {
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        if state.dirty && self.fsync {
+        if state.dirty && self.fsync.load(Ordering::Relaxed) {
             state.file.sync_data()?;
             state.dirty = false;
         }

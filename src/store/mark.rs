@@ -14,7 +14,7 @@ use std::fs::File;
 use std::io::{self, Read, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::Mutex;
 
 /// The longest mark file read: a u64 in decimal and a newline.
@@ -26,8 +26,8 @@ pub(crate) const BLOCK: u64 = 1024;
 /// The mark of one namespace, shared by the encoder threads.
 pub(crate) struct SeqMark {
     path: PathBuf,
-    fsync: bool,
-    mode: u32,
+    fsync: AtomicBool,
+    mode: AtomicU32,
     /// Numbers up to this one are covered by the mark on disk.
     reserved: AtomicU64,
     /// The highest number a file was written under in this run.
@@ -94,8 +94,8 @@ impl SeqMark {
         Ok((
             SeqMark {
                 path,
-                fsync,
-                mode,
+                fsync: AtomicBool::new(fsync),
+                mode: AtomicU32::new(mode),
                 reserved: AtomicU64::new(highest),
                 used: AtomicU64::new(0),
                 writing: Mutex::new(()),
@@ -135,6 +135,12 @@ impl SeqMark {
         Ok(())
     }
 
+    /// A reload's `fsync` and file mode, from the next write on.
+    pub(crate) fn set_options(&self, fsync: bool, mode: u32) {
+        self.fsync.store(fsync, Ordering::Relaxed);
+        self.mode.store(mode, Ordering::Relaxed);
+    }
+
     /// Writes the mark again (its directory was made anew).
     pub(crate) fn rewrite(&self) -> io::Result<()> {
         let _writing = self.writing.lock().unwrap_or_else(|e| e.into_inner());
@@ -155,16 +161,17 @@ impl SeqMark {
         let mut file = File::options()
             .write(true)
             .create_new(true)
-            .mode(self.mode)
+            .mode(self.mode.load(Ordering::Relaxed))
             .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
             .open(&new_path)?;
         file.write_all(format!("{value}\n").as_bytes())?;
-        if self.fsync {
+        let fsync = self.fsync.load(Ordering::Relaxed);
+        if fsync {
             file.sync_data()?;
         }
         drop(file);
         std::fs::rename(&new_path, &self.path)?;
-        if self.fsync {
+        if fsync {
             if let Some(dir) = self.path.parent() {
                 File::open(dir)?.sync_all()?;
             }

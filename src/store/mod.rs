@@ -19,6 +19,7 @@ use std::fs::{self, File};
 use std::io;
 use std::os::unix::fs::{DirBuilderExt, FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering::Relaxed};
 use std::time::SystemTime;
 
 use crate::frame::TimeZone;
@@ -142,11 +143,10 @@ pub(crate) struct Store {
     pub(crate) dir: PathBuf,
     pub(crate) template: Template,
     pub(crate) camera: String,
-    pub(crate) timezone: TimeZone,
-    pub(crate) fsync: bool,
-    pub(crate) file_mode: u32,
-    pub(crate) dir_mode: u32,
-    pub(crate) manifest: Option<Manifest>,
+    /// The `[output]` options a reload may change.
+    live: LiveOptions,
+    /// Opened at start, or at the reload that turns the manifest on.
+    manifest: std::sync::OnceLock<Manifest>,
     /// Numbers used, kept apart from the images and the manifest.
     pub(crate) mark: SeqMark,
     /// The directory's lock and the camera's, held for the life of the
@@ -200,17 +200,16 @@ impl Store {
                 source,
             },
         )?;
-        let manifest = if out.manifest {
-            let (manifest, highest) = Manifest::open(&dir, camera, out.fsync, out.file_mode)
+        let manifest = std::sync::OnceLock::new();
+        if out.manifest {
+            let (opened, highest) = Manifest::open(&dir, camera, out.fsync, out.file_mode)
                 .map_err(|source| StoreError::Manifest {
                     dir: dir.clone(),
                     source,
                 })?;
             found.highest_seq = found.highest_seq.max(highest);
-            Some(manifest)
-        } else {
-            None
-        };
+            let _ = manifest.set(opened);
+        }
         found.highest_seq = found.highest_seq.max(Some(marked).filter(|&m| m > 0));
         if found.highest_seq == Some(u64::MAX) {
             return Err(StoreError::SeqExhausted {
@@ -223,10 +222,7 @@ impl Store {
                 dir,
                 template: out.name.clone(),
                 camera: camera.to_owned(),
-                timezone: out.timezone,
-                fsync: out.fsync,
-                file_mode: out.file_mode,
-                dir_mode: out.dir_mode,
+                live: LiveOptions::new(out),
                 manifest,
                 mark,
                 locks: std::sync::Mutex::new([dir_lock, lock]),
@@ -239,6 +235,53 @@ impl Store {
 
     pub(crate) fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// Applies a reload's `[output]` options: the time zone of names,
+    /// `fsync`, `manifest` and the modes, from the next file on. `dir` and
+    /// `name` cannot change while recording (the caller checks).
+    pub(crate) fn apply(&self, out: &Options) -> Result<(), StoreError> {
+        if out.manifest && self.manifest.get().is_none() {
+            let (opened, _) = Manifest::open(&self.dir, &self.camera, out.fsync, out.file_mode)
+                .map_err(|source| StoreError::Manifest {
+                    dir: self.dir.clone(),
+                    source,
+                })?;
+            let _ = self.manifest.set(opened);
+        }
+        self.live.set(out);
+        if let Some(manifest) = self.manifest.get() {
+            manifest.set_fsync(out.fsync);
+        }
+        self.mark.set_options(out.fsync, out.file_mode);
+        Ok(())
+    }
+
+    pub(crate) fn fsync(&self) -> bool {
+        self.live.fsync.load(Relaxed)
+    }
+
+    pub(crate) fn file_mode(&self) -> u32 {
+        self.live.file_mode.load(Relaxed)
+    }
+
+    pub(crate) fn dir_mode(&self) -> u32 {
+        self.live.dir_mode.load(Relaxed)
+    }
+
+    pub(crate) fn timezone(&self) -> TimeZone {
+        if self.live.local_time.load(Relaxed) {
+            TimeZone::Local
+        } else {
+            TimeZone::Utc
+        }
+    }
+
+    /// The manifest, when lines are appended to it.
+    pub(crate) fn manifest(&self) -> Option<&Manifest> {
+        self.manifest
+            .get()
+            .filter(|_| self.live.manifest.load(Relaxed))
     }
 
     /// Whether the lock files this store holds are the ones in the output
@@ -302,7 +345,7 @@ impl Store {
             tracing::warn!(dir = %self.dir.display(), "the output directory was removed or moved away; making it again");
             fs::DirBuilder::new()
                 .recursive(true)
-                .mode(self.dir_mode)
+                .mode(self.dir_mode())
                 .create(&self.dir)
                 .map_err(|source| StoreError::CreateDir {
                     path: self.dir.clone(),
@@ -316,17 +359,17 @@ impl Store {
         {
             let mut locks = self.locks.lock().unwrap_or_else(|e| e.into_inner());
             if !present[0] {
-                locks[0] = take_dir_lock(&self.dir, &self.template, self.file_mode)?;
+                locks[0] = take_dir_lock(&self.dir, &self.template, self.file_mode())?;
             }
             if !present[1] {
                 locks[1] =
-                    take_camera_lock(&self.dir, &self.camera, &self.template, self.file_mode)?;
+                    take_camera_lock(&self.dir, &self.camera, &self.template, self.file_mode())?;
             }
         }
         if dir_there {
             return Ok(());
         }
-        if let Some(manifest) = &self.manifest {
+        if let Some(manifest) = self.manifest.get() {
             manifest
                 .reopen(&self.dir, &self.camera)
                 .map_err(|source| StoreError::Manifest {
@@ -351,11 +394,44 @@ impl Store {
         } else {
             Ok(())
         };
-        match &self.manifest {
+        match self.manifest.get() {
             Some(m) => m.sync(),
             None => Ok(()),
         }?;
         mark
+    }
+}
+
+/// The `[output]` options a reload may change, read per file.
+#[derive(Debug)]
+struct LiveOptions {
+    fsync: AtomicBool,
+    manifest: AtomicBool,
+    file_mode: AtomicU32,
+    dir_mode: AtomicU32,
+    local_time: AtomicBool,
+}
+
+impl LiveOptions {
+    fn new(out: &Options) -> LiveOptions {
+        let live = LiveOptions {
+            fsync: AtomicBool::new(false),
+            manifest: AtomicBool::new(false),
+            file_mode: AtomicU32::new(0),
+            dir_mode: AtomicU32::new(0),
+            local_time: AtomicBool::new(false),
+        };
+        live.set(out);
+        live
+    }
+
+    fn set(&self, out: &Options) {
+        self.fsync.store(out.fsync, Relaxed);
+        self.manifest.store(out.manifest, Relaxed);
+        self.file_mode.store(out.file_mode, Relaxed);
+        self.dir_mode.store(out.dir_mode, Relaxed);
+        self.local_time
+            .store(out.timezone == TimeZone::Local, Relaxed);
     }
 }
 

@@ -128,8 +128,8 @@ impl<'s> Writer<'s> {
     fn open_dir(&mut self, relative: &str) -> Result<(), WriteError> {
         let store = self.store;
         let create = Some(Create {
-            mode: store.dir_mode,
-            sync: store.fsync,
+            mode: store.dir_mode(),
+            sync: store.fsync(),
         });
         self.current_dir = None;
         // The output directory may have been removed, or removed and made
@@ -174,7 +174,7 @@ impl<'s> Writer<'s> {
             &store.camera,
             info.seq,
             info.captured_at,
-            store.timezone,
+            store.timezone(),
             info.format.extension(),
             &mut self.name,
         );
@@ -228,7 +228,7 @@ impl<'s> Writer<'s> {
             len: parts.iter().map(|p| p.len() as u64).sum(),
         };
         let dropped = dropped_before(&file);
-        if let Some(manifest) = &store.manifest {
+        if let Some(manifest) = store.manifest() {
             let entry = Line {
                 seq: info.seq,
                 path: name,
@@ -270,7 +270,7 @@ impl<'s> Writer<'s> {
         };
         let temp = self.temp.as_str();
         let temp_path = || final_path.with_file_name(temp);
-        let mut file = match create_temp(&held.dir, temp, store.file_mode) {
+        let mut file = match create_temp(&held.dir, temp, store.file_mode()) {
             Ok(file) => file,
             // Removed under us (by a person or a cleanup job): make it again
             // rather than fail every frame from now on.
@@ -280,7 +280,7 @@ impl<'s> Writer<'s> {
         let written = write_all_parts(&mut file, parts)
             .map_err(io_error("write", temp_path()))
             .and_then(|()| {
-                if store.fsync {
+                if store.fsync() {
                     file.sync_data().map_err(io_error("fsync", temp_path()))
                 } else {
                     Ok(())
@@ -310,7 +310,7 @@ impl<'s> Writer<'s> {
             remove_temp();
             return Err(Attempt::Failed(e));
         }
-        if store.fsync {
+        if store.fsync() {
             held.dir
                 .sync_all()
                 .map_err(io_error("fsync the directory of", final_path))
@@ -347,7 +347,7 @@ impl<'s> Writer<'s> {
             RenameFlags::NOREPLACE,
         )
         .map_err(|e| io_error("move back into the output directory", final_path)(e.into()))?;
-        if self.store.fsync {
+        if self.store.fsync() {
             to.dir
                 .sync_all()
                 .map_err(io_error("fsync the directory of", final_path))?;

@@ -196,9 +196,14 @@ pub struct Decoded {
 
 /// The Python that has Pillow (Debian's, from python3-pil).
 fn python() -> &'static str {
+    python_with("PIL", "python3-pil")
+}
+
+/// The Python that can import `module` (Debian's, from `package`).
+pub fn python_with(module: &str, package: &str) -> &'static str {
     for candidate in ["/usr/bin/python3", "python3"] {
         let ok = Command::new(candidate)
-            .args(["-c", "import PIL"])
+            .args(["-c", &format!("import {module}")])
             .stderr(Stdio::null())
             .status()
             .is_ok_and(|s| s.success());
@@ -206,7 +211,7 @@ fn python() -> &'static str {
             return candidate;
         }
     }
-    panic!("Pillow is missing: run scripts/deps.sh test (installs python3-pil)");
+    panic!("{module} is missing: run scripts/deps.sh test (installs {package})");
 }
 
 /// An image as Pillow decodes it and converts it to 8-bit RGB itself (its
