@@ -26,8 +26,10 @@
 //! the pixel conversions, `stats` the counters every stage adds to.
 //! [`config`] turns TOML into [`config::Settings`], built from each stage's
 //! own options type; [`daemon`] (the supervisor) wires the stages from it,
-//! starts and joins their threads, and turns signals into control
-//! messages. Dependencies point one way: main → daemon and config → stages
+//! starts and joins their threads, turns signals into control messages,
+//! tells systemd how the run goes, and applies a reloaded config through
+//! `live` (options a reload replaces while threads read them). [`http`]
+//! serves metrics, health, status and the newest frame. Dependencies point one way: main → daemon and config → stages
 //! → frame; no stage imports config or daemon.
 
 mod capture;

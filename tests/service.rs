@@ -593,3 +593,145 @@ fn a_camera_absent_at_start_is_ready_and_says_it_waits() {
         "a camera that is waited for is no reason to restart: {texts:?}"
     );
 }
+
+/// An ext4 filesystem on a loop device, mounted at a directory, that can be
+/// frozen (`fsfreeze`): every write into it then waits, as on a wedged
+/// disk. Thawed and unmounted on drop.
+struct Freezable(std::path::PathBuf);
+
+impl Freezable {
+    /// None (with a message) where loop mounts are not permitted.
+    fn mount(env: &Env, dir: &std::path::Path) -> Option<Freezable> {
+        let image = env.path("disk.img");
+        std::fs::File::create(&image)
+            .unwrap()
+            .set_len(64 << 20)
+            .unwrap();
+        std::fs::create_dir_all(dir).unwrap();
+        let run = |program: &str, args: &[&std::ffi::OsStr]| {
+            std::process::Command::new(program)
+                .args(args)
+                .output()
+                .map_err(|e| e.to_string())
+                .and_then(|o| {
+                    o.status
+                        .success()
+                        .then_some(())
+                        .ok_or_else(|| String::from_utf8_lossy(&o.stderr).trim().to_owned())
+                })
+        };
+        let made = run("mkfs.ext4", &["-q".as_ref(), image.as_os_str()]).and_then(|()| {
+            run(
+                "mount",
+                &[
+                    "-o".as_ref(),
+                    "loop".as_ref(),
+                    image.as_os_str(),
+                    dir.as_os_str(),
+                ],
+            )
+        });
+        match made {
+            Ok(()) => Some(Freezable(dir.to_owned())),
+            Err(e) => {
+                eprintln!("skipping: cannot mount an ext4 image on a loop device here ({e})");
+                None
+            }
+        }
+    }
+
+    fn freeze(&self, frozen: bool) {
+        let flag = if frozen { "-f" } else { "-u" };
+        let status = std::process::Command::new("fsfreeze")
+            .arg(flag)
+            .arg(&self.0)
+            .status()
+            .unwrap();
+        assert!(status.success(), "fsfreeze {flag}");
+    }
+}
+
+impl Drop for Freezable {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("fsfreeze")
+            .arg("-u")
+            .arg(&self.0)
+            .status();
+        // A recorder still running (a failed test) may hold it: detach.
+        let _ = std::process::Command::new("umount")
+            .args(["-l"])
+            .arg(&self.0)
+            .status();
+    }
+}
+
+#[test]
+fn a_wedged_writer_stops_the_watchdog_and_turns_healthz_503() {
+    let env = Env::new();
+    let Some(disk) = Freezable::mount(&env, &env.out()) else {
+        return;
+    };
+    let port = free_port();
+    let config = env.config(&format!(
+        "[source]\nwidth = 64\nheight = 48\nfps = 10\n[snapshot]\nevery = \"frame\"\n\
+         [output]\ndir = \"{{out}}\"\nwrite_timeout = \"2s\"\n\
+         [http]\nlisten = \"127.0.0.1:{port}\"\n"
+    ));
+    let (socket, mut child) = spawn_notified(&env, &config, "14s");
+    let started = Instant::now();
+    let listener = std::thread::spawn(move || {
+        let messages = collect(&socket, &mut child);
+        (messages, child.wait_with_output().unwrap())
+    });
+    wait_for_http(port);
+    wait_for_files(&env, 5);
+    // The disk stops taking writes: the encoders wait in write or fsync.
+    disk.freeze(true);
+    let frozen_at = started.elapsed();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let body = loop {
+        let (status, _, body) = http(port, "GET", "/healthz");
+        if status == 503 {
+            break String::from_utf8(body).unwrap();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "/healthz stayed {status} with the disk frozen"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(body.trim(), "frames wait and no file is written");
+    std::thread::sleep(Duration::from_secs(3));
+    let thawed_at = started.elapsed();
+    disk.freeze(false);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while http(port, "GET", "/healthz").0 != 200 {
+        assert!(
+            Instant::now() < deadline,
+            "/healthz did not recover after the thaw"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let (messages, output) = listener.join().unwrap();
+    assert_success(&output);
+    let pings: Vec<Duration> = messages
+        .iter()
+        .filter(|(_, t)| t.trim() == "WATCHDOG=1")
+        .map(|(at, _)| *at)
+        .collect();
+    // No ping from write_timeout (plus slack) after the freeze to the thaw,
+    // pings before and after.
+    let quiet = frozen_at + Duration::from_millis(2600)..thawed_at;
+    assert!(
+        !pings.iter().any(|at| quiet.contains(at)),
+        "pings went on while the writer was wedged ({quiet:?}): {pings:?}"
+    );
+    assert!(pings.iter().any(|at| *at < frozen_at));
+    assert!(pings
+        .iter()
+        .any(|at| *at > thawed_at + Duration::from_secs(1)));
+    // Every file on the thawed disk is whole.
+    let paths: Vec<std::path::PathBuf> = env.images().iter().map(|f| env.out().join(f)).collect();
+    assert_eq!(decode(&paths).len(), paths.len());
+    drop(disk);
+}

@@ -57,7 +57,8 @@ pub(crate) struct Health<'a> {
     last_ping: Instant,
     last_status: Instant,
     captured: Seen,
-    /// Files written or frames dropped (settled).
+    /// Frames the writers are done with: written, or dropped by them (a
+    /// frame the ring let go when full is no sign of a writer at work).
     settled: Seen,
     written: Seen,
     write_failures: Seen,
@@ -66,6 +67,8 @@ pub(crate) struct Health<'a> {
     status_captured: (u64, Instant),
     /// Shared with the HTTP endpoints, when they are on.
     condition: Option<&'a Mutex<Condition>>,
+    /// The output directory, for the free space in the status line.
+    dir: &'a std::path::Path,
 }
 
 impl<'a> Health<'a> {
@@ -74,6 +77,7 @@ impl<'a> Health<'a> {
         stall: Duration,
         write_bound: Duration,
         condition: Option<&'a Mutex<Condition>>,
+        dir: &'a std::path::Path,
     ) -> Health<'a> {
         let now = Instant::now();
         Health {
@@ -89,6 +93,7 @@ impl<'a> Health<'a> {
             disk_full: Seen::new(now),
             status_captured: (0, now),
             condition,
+            dir,
         }
     }
 
@@ -124,7 +129,8 @@ impl<'a> Health<'a> {
         let now = Instant::now();
         self.captured.update(stats.captured.load(Relaxed), now);
         let written = stats.written.load(Relaxed);
-        self.settled.update(written + stats.dropped_total(), now);
+        let by_writers = stats.dropped_total() - stats.dropped(DropReason::Overflow);
+        self.settled.update(written + by_writers, now);
         self.written.update(written, now);
         self.write_failures
             .update(stats.dropped(DropReason::Write), now);
@@ -167,13 +173,22 @@ impl<'a> Health<'a> {
         let secs = now.duration_since(since).as_secs_f64().max(0.001);
         let fps = captured.saturating_sub(before) as f64 / secs;
         self.status_captured = (captured, now);
-        format!(
+        let mib = |bytes: u64| bytes as f64 / (1 << 20) as f64;
+        let mut line = format!(
             "{}: {fps:.1} fps, {} files written ({:.1} MiB), {} frames dropped, {} deleted",
             self.condition_word(state),
             stats.written.load(Relaxed),
-            stats.bytes.load(Relaxed) as f64 / (1 << 20) as f64,
+            mib(stats.bytes.load(Relaxed)),
             stats.dropped_total(),
             stats.deleted_files.load(Relaxed),
-        )
+        );
+        let used = stats.disk_used.load(Relaxed);
+        if used > 0 {
+            line.push_str(&format!(", {:.1} MiB kept", mib(used)));
+        }
+        if let Some(space) = crate::retention::space_of(self.dir) {
+            line.push_str(&format!(", {:.1} GiB free", mib(space.available) / 1024.0));
+        }
+        line
     }
 }

@@ -12,7 +12,7 @@
 //! 4. tell systemd READY=1 once the source is open (a camera that is not
 //!    there yet is waited for; the status line says so).
 //!
-//! While recording, HUP reloads the config ([`reload`]): RELOADING=1 (with
+//! While recording, HUP reloads the config (`reload`): RELOADING=1 (with
 //! MONOTONIC_USEC), then READY=1 again, whatever the outcome.
 //!
 //! Shutdown, in order:
@@ -255,6 +255,7 @@ pub fn run(
             settings.source.stall_timeout(),
             settings.write_timeout,
             Some(&condition),
+            store.dir(),
         );
         let targets = reload::Targets {
             source: &live_source,
@@ -418,7 +419,7 @@ struct Supervisor<'a> {
 }
 
 impl Supervisor<'_> {
-    /// HUP: reads the config file again and applies it (see [`reload`]),
+    /// HUP: reads the config file again and applies it (see `reload`),
     /// telling systemd RELOADING=1 … READY=1 around it.
     fn reload(&mut self) {
         use sd_notify::NotifyState;
