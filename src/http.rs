@@ -60,6 +60,8 @@ pub struct Condition {
     pub camera_up: bool,
     /// `retention.max_bytes`, if set.
     pub quota_bytes: Option<u64>,
+    /// A quota is kept (retention knows the bytes of framerec's files).
+    pub keeps_quota: bool,
     /// The settings in force, for `/status` (kept by the supervisor).
     pub settings: serde_json::Value,
 }
@@ -410,12 +412,14 @@ fn metrics(state: &State<'_>) -> String {
             newest as f64 / 1e9,
         ));
     }
-    if let Some(quota) = c.quota_bytes {
+    if c.keeps_quota {
         gauges.push((
             "framerec_disk_used_bytes",
             "Bytes of framerec's files in the output directory (kept with a quota)",
             stats.disk_used.load(Relaxed) as f64,
         ));
+    }
+    if let Some(quota) = c.quota_bytes {
         gauges.push(("framerec_quota_bytes", "retention.max_bytes", quota as f64));
     }
     if let Some(space) = crate::retention::space_of(&state.dir) {

@@ -146,6 +146,7 @@ pub fn run(
     let snapshots = Snapshots::default();
     let condition = std::sync::Mutex::new(Condition {
         quota_bytes: settings.retention.max_bytes,
+        keeps_quota: !settings.retention.is_empty(),
         settings: settings_json(settings),
         state: "starting".into(),
         ..Condition::default()
@@ -435,6 +436,7 @@ impl Supervisor<'_> {
                 let mut c = self.condition.lock().unwrap_or_else(|e| e.into_inner());
                 c.settings = settings_json(&self.settings);
                 c.quota_bytes = self.settings.retention.max_bytes;
+                c.keeps_quota = !self.settings.retention.is_empty();
                 drop(c);
                 let list: Vec<String> = changes.iter().map(|c| c.to_string()).collect();
                 tracing::info!(changes = %list.join(", "), "config reloaded; applied");

@@ -254,6 +254,8 @@ impl<'a> Retention<'a> {
         let had = self.quota;
         self.quota = quota;
         if quota.is_empty() {
+            // Nothing is deleted any more; a quota set again rescans.
+            self.index = self.index.empty_like();
             return;
         }
         let needs_ages = quota.max_age.is_some() && had.max_age.is_none();
@@ -305,6 +307,10 @@ impl<'a> Retention<'a> {
                             }
                         }
                         self.enforce(0);
+                    }
+                    Ok(Request::MakeRoom { reply, .. }) if self.quota.is_empty() => {
+                        // Without a quota nothing of the user's is deleted.
+                        let _ = reply.send(false);
                     }
                     Ok(Request::MakeRoom { bytes, reply }) => {
                         let mut deleted = self.enforce(bytes);
