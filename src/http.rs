@@ -503,6 +503,11 @@ fn metrics(state: &State<'_>) -> String {
                 "Time to write one file durably (its manifest line included)",
                 histogram(&stats.write_time),
             ),
+            (
+                "framerec_latency_seconds",
+                "Time from a frame's capture to its file being durable",
+                histogram(&stats.latency),
+            ),
         ],
     };
     let labels = [(Cow::Borrowed("camera"), Cow::Owned(state.camera.clone()))];

@@ -49,6 +49,9 @@ impl<'a> Sink<'a> {
         match result {
             Ok((file, manifest_error)) => {
                 stats.write_time.observe(started.elapsed());
+                if let Ok(age) = std::time::SystemTime::now().duration_since(frame.captured_at) {
+                    stats.latency.observe(age);
+                }
                 let captured_ns = frame
                     .captured_at
                     .duration_since(std::time::UNIX_EPOCH)

@@ -87,8 +87,9 @@ impl RateLimit {
 }
 
 /// Upper bounds of the duration histograms' buckets, in seconds.
-pub const BUCKETS: [f64; 14] = [
-    0.0005, 0.001, 0.0025, 0.005, 0.0075, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0,
+pub const BUCKETS: [f64; 18] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.05, 0.075, 0.1, 0.25, 0.5,
+    1.0, 2.5, 5.0, 10.0,
 ];
 
 /// A duration histogram of atomic counters (one relaxed add per
@@ -158,6 +159,8 @@ pub struct Stats {
     pub encode_time: Histogram,
     /// How long the durable write took, per file (the manifest line included).
     pub write_time: Histogram,
+    /// From the frame's capture time to its file being durable, per file.
+    pub latency: Histogram,
     /// The capture time of the newest file written, in nanoseconds since
     /// the Unix epoch (0: none yet).
     pub newest_capture_ns: AtomicU64,
@@ -197,6 +200,7 @@ impl Stats {
             delete_failed: AtomicU64::new(0),
             encode_time: Histogram::default(),
             write_time: Histogram::default(),
+            latency: Histogram::default(),
             newest_capture_ns: AtomicU64::new(0),
             disk_used: AtomicU64::new(0),
             newest: std::sync::Mutex::new((0, String::new(), 0)),
