@@ -6,7 +6,7 @@
 //! the whole run: sources fill it in place, encoders read it and hand it back.
 
 use std::fmt;
-use std::path::PathBuf;
+use std::path::Path;
 use std::time::SystemTime;
 
 /// Largest accepted frame side, in pixels (a config limit, and a bound on
@@ -195,11 +195,14 @@ impl Frame {
     }
 }
 
-/// A file that is durable under its final name.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) struct WrittenFile {
+/// A file that is durable under its final name (its path stays with the
+/// writer, whose buffer is reused for the next file).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct WrittenFile<'a> {
     pub seq: u64,
-    pub path: PathBuf,
+    pub path: &'a Path,
+    /// Relative to the output directory.
+    pub relative: &'a str,
     pub len: u64,
 }
 

@@ -36,7 +36,7 @@ impl<'a> Sink<'a> {
     pub fn deliver(&mut self, frame: &Frame, format: ImageFormat, parts: &Parts<'_>) {
         let stats = self.stats;
         let info = FileInfo::of(frame, format);
-        let dropped_before = |f: &WrittenFile| stats.file_written(f.seq, &f.path, f.len);
+        let dropped_before = |f: &WrittenFile<'_>| stats.file_written(f.seq, f.path, f.len);
         let started = std::time::Instant::now();
         let mut result = self.writer.write(info, parts, dropped_before);
         if let (Err(e), Some(retention)) = (&result, &self.retention) {
@@ -59,12 +59,12 @@ impl<'a> Sink<'a> {
                 stats
                     .newest_capture_ns
                     .fetch_max(captured_ns, std::sync::atomic::Ordering::Relaxed);
-                stats.note_newest(file.seq, &file.path, captured_ns);
+                stats.note_newest(file.seq, file.path, captured_ns);
                 if let Some(e) = manifest_error {
                     stats.manifest_failed(file.seq, &Chain(&e));
                 }
                 if let Some(retention) = &self.retention {
-                    retention.written(file);
+                    retention.written(&file);
                 }
             }
             Err(e) => {

@@ -636,4 +636,59 @@ mod tests {
         let next = format!("lab-{:06}.png", seqs.last().unwrap() + 1);
         assert!(root.path().join(&next).exists(), "{next} was not written");
     }
+
+    /// Allocations of a whole in-process run of `frames` files into a new
+    /// directory under `root`.
+    fn allocations_of_a_run(root: &std::path::Path, frames: u64, quota: bool) -> u64 {
+        use std::sync::atomic::Ordering::Relaxed;
+        let dir = root.join(format!("run-{frames}-{quota}"));
+        let mut settings = settings(&dir);
+        settings.source.fps = 400.0;
+        settings.encode.format = ImageFormat::Jpeg;
+        settings.output.fsync = false;
+        if quota {
+            settings.retention.max_files = Some(frames / 2);
+        }
+        let (_control_tx, control_rx) = crossbeam_channel::bounded(4);
+        let limits = Limits {
+            frames: Some(frames),
+            duration: None,
+        };
+        let before = crate::counting::ALLOCATIONS.load(Relaxed);
+        let summary = run(&settings, None, &control_rx, limits).unwrap();
+        let after = crate::counting::ALLOCATIONS.load(Relaxed);
+        assert_eq!(summary.written, frames, "{summary}");
+        after - before
+    }
+
+    /// The per-frame path allocates nothing in steady state: a run of 600
+    /// files allocates no more than one of 100. What both do once (start-up,
+    /// shutdown) cancels out; what remains is per frame, plus the
+    /// supervisor's once-a-second work for the longer run.
+    ///
+    /// With a quota, retention still allocates for each file: notify makes
+    /// paths for every inotify event of the file (about ten), and the index
+    /// hands out owned paths. That is bounded here so it cannot grow unseen.
+    #[test]
+    fn the_per_frame_path_allocates_nothing_in_steady_state() {
+        let root = tempfile::tempdir().unwrap();
+        // Warm up what is made once per process (thread-locals, libjpeg-turbo).
+        allocations_of_a_run(root.path(), 20, false);
+        let per_file = |quota| {
+            let short = allocations_of_a_run(root.path(), 100, quota);
+            let long = allocations_of_a_run(root.path(), 600, quota);
+            let per_file = long.saturating_sub(short) as f64 / 500.0;
+            eprintln!(
+                "quota {quota}: {per_file:.2} allocations per file ({short} for 100 files, {long} for 600)"
+            );
+            per_file
+        };
+        let without_quota = per_file(false);
+        assert!(
+            without_quota < 0.05,
+            "{without_quota:.2} allocations per file"
+        );
+        let with_quota = per_file(true);
+        assert!(with_quota < 64.0, "{with_quota:.2} allocations per file");
+    }
 }

@@ -31,6 +31,38 @@ use crossbeam_channel::{bounded, select, tick, Receiver, Sender};
 use notify::{EventKind, RecursiveMode, Watcher};
 
 use crate::frame::WrittenFile;
+
+/// The longest relative name a [`Notice`] carries; a longer one is found by
+/// the watcher instead.
+const NOTICE_NAME: usize = 240;
+
+/// A written file, as the encoders tell retention of it: no heap memory,
+/// so the per-frame path allocates nothing.
+#[derive(Debug)]
+pub(crate) struct Notice {
+    seq: u64,
+    len: u64,
+    name: [u8; NOTICE_NAME],
+    name_len: u8,
+}
+
+impl Notice {
+    fn of(file: &WrittenFile<'_>) -> Option<Notice> {
+        let bytes = file.relative.as_bytes();
+        let mut name = [0; NOTICE_NAME];
+        name.get_mut(..bytes.len())?.copy_from_slice(bytes);
+        Some(Notice {
+            seq: file.seq,
+            len: file.len,
+            name,
+            name_len: bytes.len() as u8,
+        })
+    }
+
+    fn relative(&self) -> &str {
+        std::str::from_utf8(&self.name[..usize::from(self.name_len)]).unwrap_or("")
+    }
+}
 use crate::stats::{Chain, RateLimit, Stats};
 use crate::store::beneath::{self, BeneathError, Held};
 use crate::store::naming::NameMatcher;
@@ -49,7 +81,7 @@ const RESCAN_DELAY: Duration = Duration::from_secs(2);
 #[derive(Debug)]
 pub(crate) enum Request {
     /// A file is durable.
-    Written(WrittenFile),
+    Written(Notice),
     /// A write found the disk full: free at least this many bytes, then answer.
     MakeRoom { bytes: u64, reply: Sender<bool> },
     /// A reload changed the quota.
@@ -65,8 +97,10 @@ pub(crate) struct Handle {
 impl Handle {
     /// Tells retention about a written file (never blocks: if the queue is
     /// full, the next rescan finds the file).
-    pub(crate) fn written(&self, file: WrittenFile) {
-        let _ = self.tx.try_send(Request::Written(file));
+    pub(crate) fn written(&self, file: &WrittenFile<'_>) {
+        if let Some(notice) = Notice::of(file) {
+            let _ = self.tx.try_send(Request::Written(notice));
+        }
     }
 
     /// Gives retention a reload's quota (applied at once; the index is
@@ -167,6 +201,8 @@ pub(crate) struct Retention<'a> {
     /// Whose directory it is (retention stops when another recorder has it).
     store: &'a store::Store,
     root: PathBuf,
+    /// A path buffer, reused.
+    scratch: PathBuf,
     quota: Quota,
     index: Index,
     matcher: NameMatcher,
@@ -195,6 +231,7 @@ impl<'a> Retention<'a> {
         Retention {
             store,
             root: store.dir().to_owned(),
+            scratch: PathBuf::new(),
             quota,
             index,
             matcher,
@@ -299,12 +336,19 @@ impl<'a> Retention<'a> {
                     Ok(Request::Written(file)) => {
                         // Someone may have moved it away already (and the
                         // watcher told us first): no ghost entries.
-                        let exists = std::fs::symlink_metadata(&file.path).is_ok();
-                        if let Some(relative) = self.relative(&file.path).filter(|_| exists) {
-                            if let Some(seq) = self.matcher.seq(&relative) {
-                                let now = epoch_secs(SystemTime::now());
-                                self.index.insert(seq, &relative, file.len, now);
-                            }
+                        let relative = file.relative();
+                        self.scratch.as_mut_os_string().clear();
+                        self.scratch.push(&self.root);
+                        self.scratch.push(relative);
+                        let exists = rustix::fs::statat(
+                            rustix::fs::CWD,
+                            &self.scratch,
+                            rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
+                        )
+                        .is_ok();
+                        if exists && self.matcher.seq(relative) == Some(file.seq) {
+                            let now = epoch_secs(SystemTime::now());
+                            self.index.insert(file.seq, relative, file.len, now);
                         }
                         self.enforce(0);
                     }
@@ -347,7 +391,7 @@ impl<'a> Retention<'a> {
     /// file seen by the watcher) to the index, unless it is known already.
     fn record(&mut self, path: &Path) {
         if let Some(relative) = self.relative(path) {
-            self.look_at(&relative, false);
+            self.look_at(relative, false);
         }
     }
 
@@ -423,11 +467,8 @@ impl<'a> Retention<'a> {
         !noise && relative.split('/').count() < self.depth
     }
 
-    fn relative(&self, path: &Path) -> Option<String> {
-        path.strip_prefix(&self.root)
-            .ok()?
-            .to_str()
-            .map(str::to_owned)
+    fn relative<'p>(&self, path: &'p Path) -> Option<&'p str> {
+        path.strip_prefix(&self.root).ok()?.to_str()
     }
 
     /// Applies a change seen by the watcher.
@@ -455,7 +496,7 @@ impl<'a> Retention<'a> {
             // and time are news for the quota.
             for path in &event.paths {
                 if let Some(relative) = self.relative(path) {
-                    self.look_at(&relative, true);
+                    self.look_at(relative, true);
                 }
             }
             return;
@@ -476,13 +517,13 @@ impl<'a> Retention<'a> {
             let Some(relative) = self.relative(path) else {
                 continue;
             };
-            match self.matcher.seq(&relative) {
+            match self.matcher.seq(relative) {
                 Some(seq) => {
-                    self.index.remove(seq, &relative);
+                    self.index.remove(seq, relative);
                 }
                 None => {
                     let ours = self.removed_dirs.remove(path.as_path());
-                    if !ours && self.is_directory_level(&relative) {
+                    if !ours && self.is_directory_level(relative) {
                         // Perhaps a directory of ours went away or was moved:
                         // look again soon. (Files of others are no news.)
                         self.rescan_at.get_or_insert(Instant::now() + RESCAN_DELAY);
@@ -498,15 +539,15 @@ impl<'a> Retention<'a> {
             if name.starts_with('.') {
                 continue; // our temp files and lock
             }
-            if self.matcher.seq(&relative).is_some() {
+            if self.matcher.seq(relative).is_some() {
                 self.record(path);
-            } else if self.is_directory_level(&relative)
+            } else if self.is_directory_level(relative)
                 && std::fs::symlink_metadata(path).is_ok_and(|m| m.is_dir())
             {
                 // A directory made (by us: one per day, hour or second, as
                 // the template says) or moved in: it may hold owned files
                 // already. Look in it alone, not the whole tree.
-                self.record_tree(&relative, relative.split('/').count());
+                self.record_tree(relative, relative.split('/').count());
             }
         }
     }

@@ -48,8 +48,32 @@ pub(crate) struct Rfc3339(pub SystemTime);
 
 impl Serialize for Rfc3339 {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+/// `2026-11-29T10:18:24.014144812Z`, written field by field (chrono's
+/// `format` would allocate for each line).
+impl std::fmt::Display for Rfc3339 {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        use chrono::{Datelike, Timelike};
         let utc: DateTime<Utc> = self.0.into();
-        serializer.collect_str(&utc.format("%Y-%m-%dT%H:%M:%S%.9fZ"))
+        let year = utc.year();
+        if (0..=9999).contains(&year) {
+            write!(f, "{year:04}")?;
+        } else {
+            write!(f, "{year:+05}")?;
+        }
+        write!(
+            f,
+            "-{:02}-{:02}T{:02}:{:02}:{:02}.{:09}Z",
+            utc.month(),
+            utc.day(),
+            utc.hour(),
+            utc.minute(),
+            utc.second(),
+            utc.nanosecond() % 1_000_000_000
+        )
     }
 }
 
@@ -296,6 +320,22 @@ mod tests {
             format: "png",
             bytes: 99,
             dropped_before: 1,
+        }
+    }
+
+    #[test]
+    fn capture_times_read_as_chrono_writes_them() {
+        for (secs, nanos) in [
+            (0, 0),
+            (1_709_618_828, 123_456_789),
+            (1_709_618_828, 5),
+            (4_102_444_799, 999_999_999),
+            (253_402_300_799, 1),
+        ] {
+            let t = SystemTime::UNIX_EPOCH + Duration::new(secs, nanos);
+            let utc: DateTime<Utc> = t.into();
+            let chrono = utc.format("%Y-%m-%dT%H:%M:%S%.9fZ").to_string();
+            assert_eq!(Rfc3339(t).to_string(), chrono);
         }
     }
 

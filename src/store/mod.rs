@@ -153,6 +153,8 @@ pub(crate) struct Store {
     /// store (released when the process ends), and taken again if the
     /// output directory has to be made anew.
     locks: std::sync::Mutex<[File; 2]>,
+    /// Where those locks are: the directory's, the camera's.
+    lock_paths: [PathBuf; 2],
     /// Held while the output directory is made anew.
     reestablishing: std::sync::Mutex<()>,
     /// The output directory and its locks are this recorder's; false while
@@ -217,8 +219,10 @@ impl Store {
                 highest: u64::MAX,
             });
         }
+        let lock_paths = [dir.join(DIR_LOCK), dir.join(camera_lock_name(camera))];
         Ok((
             Store {
+                lock_paths,
                 dir,
                 template: out.name.clone(),
                 camera: camera.to_owned(),
@@ -294,15 +298,11 @@ impl Store {
     /// store holds locked is the one under that name now.
     fn locks_present(&self) -> [bool; 2] {
         let locks = self.locks.lock().unwrap_or_else(|e| e.into_inner());
-        let names = [DIR_LOCK.to_owned(), camera_lock_name(&self.camera)];
         let mut present = [false; 2];
-        for ((lock, name), present) in locks.iter().zip(names).zip(&mut present) {
+        for ((lock, path), present) in locks.iter().zip(&self.lock_paths).zip(&mut present) {
             let held = rustix::fs::fstat(lock);
-            let there = rustix::fs::statat(
-                rustix::fs::CWD,
-                self.dir.join(name),
-                rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
-            );
+            let there =
+                rustix::fs::statat(rustix::fs::CWD, path, rustix::fs::AtFlags::SYMLINK_NOFOLLOW);
             *present = matches!((held, there), (Ok(a), Ok(b)) if (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino));
         }
         present

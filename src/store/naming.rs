@@ -312,7 +312,16 @@ impl Template {
         pattern.push('$');
         // The pattern is built from escaped literals and fixed fragments.
         let regex = Regex::new(&pattern).unwrap_or_else(|_| Regex::new("^$").expect("valid"));
-        NameMatcher { regex }
+        let seq_group = regex
+            .capture_names()
+            .position(|name| name == Some("seq"))
+            .unwrap_or(0);
+        let locations = std::sync::Mutex::new(regex.capture_locations());
+        NameMatcher {
+            regex,
+            seq_group,
+            locations,
+        }
     }
 }
 
@@ -587,9 +596,23 @@ fn varying_number_beside_camera(parts: &[Part]) -> bool {
 }
 
 /// Recognises names that a template renders for one camera.
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub struct NameMatcher {
     regex: Regex,
+    /// The index of the `seq` group.
+    seq_group: usize,
+    /// Reused match positions.
+    locations: std::sync::Mutex<regex::CaptureLocations>,
+}
+
+impl Clone for NameMatcher {
+    fn clone(&self) -> Self {
+        NameMatcher {
+            regex: self.regex.clone(),
+            seq_group: self.seq_group,
+            locations: std::sync::Mutex::new(self.regex.capture_locations()),
+        }
+    }
 }
 
 impl NameMatcher {
@@ -597,12 +620,12 @@ impl NameMatcher {
     /// with '/' separators), or `None` when the template could not have
     /// produced that name.
     pub(crate) fn seq(&self, relative: &str) -> Option<u64> {
-        self.regex
-            .captures(relative)?
-            .name("seq")?
-            .as_str()
-            .parse()
-            .ok()
+        // The match positions go in a buffer made once (captures() would
+        // allocate one for every name).
+        let mut locations = self.locations.lock().unwrap_or_else(|e| e.into_inner());
+        self.regex.captures_read(&mut locations, relative)?;
+        let (start, end) = locations.get(self.seq_group)?;
+        relative[start..end].parse().ok()
     }
 }
 

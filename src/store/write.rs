@@ -65,7 +65,9 @@ impl WriteError {
 /// An encoder thread's writer: reusable buffers and the current directory.
 pub(crate) struct Writer<'s> {
     store: &'s Store,
+    /// The file's name relative to the output directory, and its path.
     name: String,
+    path: PathBuf,
     temp: String,
     line: Vec<u8>,
     /// The directory last written into, open.
@@ -96,9 +98,13 @@ impl FileInfo {
     }
 }
 
-fn io_error(op: &'static str, path: impl Into<PathBuf>) -> impl FnOnce(io::Error) -> WriteError {
-    let path = path.into();
-    move |source| WriteError::Io { op, path, source }
+/// An error maker for `map_err`: the path is copied only if it is used.
+fn io_error<'p>(op: &'static str, path: &'p Path) -> impl FnOnce(io::Error) -> WriteError + 'p {
+    move |source| WriteError::Io {
+        op,
+        path: path.to_owned(),
+        source,
+    }
 }
 
 /// How a write attempt ended short of success.
@@ -117,6 +123,7 @@ impl<'s> Writer<'s> {
         Writer {
             store,
             name: String::new(),
+            path: PathBuf::new(),
             temp: String::new(),
             line: Vec::new(),
             current_dir: None,
@@ -159,8 +166,8 @@ impl<'s> Writer<'s> {
         &mut self,
         info: FileInfo,
         parts: &[&[u8]],
-        dropped_before: impl FnOnce(&WrittenFile) -> u64,
-    ) -> Result<(WrittenFile, Option<WriteError>), WriteError> {
+        dropped_before: impl FnOnce(&WrittenFile<'_>) -> u64,
+    ) -> Result<(WrittenFile<'_>, Option<WriteError>), WriteError> {
         let store = self.store;
         // Nothing is written into a directory another recorder has taken
         // (its lock files replaced): take them back, or stop writing.
@@ -178,22 +185,60 @@ impl<'s> Writer<'s> {
             info.format.extension(),
             &mut self.name,
         );
+        self.path.as_mut_os_string().clear();
+        self.path.push(&store.dir);
+        self.path.push(&self.name);
+        // Taken while the file is written (the steps borrow the writer),
+        // and put back: their buffers are reused for the next file.
         let name = std::mem::take(&mut self.name);
-        let result = self.write_named(&name, info, parts, dropped_before);
+        let path = std::mem::take(&mut self.path);
+        let written = self.write_named(&name, &path, info, parts);
         self.name = name;
-        result
+        self.path = path;
+        written?;
+        let file = WrittenFile {
+            seq: info.seq,
+            path: &self.path,
+            relative: &self.name,
+            len: parts.iter().map(|p| p.len() as u64).sum(),
+        };
+        let dropped = dropped_before(&file);
+        let manifest_error = store.manifest().and_then(|manifest| {
+            let entry = Line {
+                seq: info.seq,
+                path: &self.name,
+                captured_at: Rfc3339(info.captured_at),
+                camera: &store.camera,
+                width: info.width,
+                height: info.height,
+                pixel_format: info.pixel_format,
+                format: info.format.name(),
+                bytes: file.len,
+                dropped_before: dropped,
+            };
+            // The image is durable; only its manifest line can be missing.
+            manifest
+                .append(&entry, &mut self.line)
+                .err()
+                .map(|source| WriteError::Io {
+                    op: "append to",
+                    path: manifest.path().to_owned(),
+                    source,
+                })
+        });
+        Ok((file, manifest_error))
     }
 
+    /// Writes the file `name` (at `final_path`) durably.
     fn write_named(
         &mut self,
         name: &str,
+        final_path: &Path,
         info: FileInfo,
         parts: &[&[u8]],
-        dropped_before: impl FnOnce(&WrittenFile) -> u64,
-    ) -> Result<(WrittenFile, Option<WriteError>), WriteError> {
+    ) -> Result<(), WriteError> {
         let store = self.store;
         let (dir_part, file_name) = name.rsplit_once('/').unwrap_or(("", name));
-        let final_path = store.dir.join(name);
         naming::temp_name(file_name, &mut self.temp);
         // A second try only when the directory moved away under the first.
         let mut tries = 0;
@@ -206,7 +251,7 @@ impl<'s> Writer<'s> {
             {
                 self.open_dir(dir_part)?;
             }
-            match self.try_write(info.seq, file_name, &final_path, parts) {
+            match self.try_write(info.seq, file_name, final_path, parts) {
                 Ok(()) => break,
                 Err(Attempt::Retry) if tries < 3 => self.current_dir = None,
                 Err(Attempt::Retry) => {
@@ -216,42 +261,13 @@ impl<'s> Writer<'s> {
                     });
                 }
                 Err(Attempt::Landed) => {
-                    self.bring_back(dir_part, file_name, &final_path)?;
+                    self.bring_back(dir_part, file_name, final_path)?;
                     break;
                 }
                 Err(Attempt::Failed(e)) => return Err(e),
             }
         }
-        let file = WrittenFile {
-            seq: info.seq,
-            path: final_path,
-            len: parts.iter().map(|p| p.len() as u64).sum(),
-        };
-        let dropped = dropped_before(&file);
-        if let Some(manifest) = store.manifest() {
-            let entry = Line {
-                seq: info.seq,
-                path: name,
-                captured_at: Rfc3339(info.captured_at),
-                camera: &store.camera,
-                width: info.width,
-                height: info.height,
-                pixel_format: info.pixel_format,
-                format: info.format.name(),
-                bytes: file.len,
-                dropped_before: dropped,
-            };
-            if let Err(source) = manifest.append(&entry, &mut self.line) {
-                // The image is durable; only its manifest line is missing.
-                let error = WriteError::Io {
-                    op: "append to",
-                    path: manifest.path().to_owned(),
-                    source,
-                };
-                return Ok((file, Some(error)));
-            }
-        }
-        Ok((file, None))
+        Ok(())
     }
 
     /// One try: temp file in the open directory → write → sync → check the
@@ -269,19 +285,25 @@ impl<'s> Writer<'s> {
             return Err(Attempt::Retry);
         };
         let temp = self.temp.as_str();
-        let temp_path = || final_path.with_file_name(temp);
+        let temp_error = |op| {
+            move |source| WriteError::Io {
+                op,
+                path: final_path.with_file_name(temp),
+                source,
+            }
+        };
         let mut file = match create_temp(&held.dir, temp, store.file_mode()) {
             Ok(file) => file,
             // Removed under us (by a person or a cleanup job): make it again
             // rather than fail every frame from now on.
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(Attempt::Retry),
-            Err(e) => return Err(Attempt::Failed(io_error("create", temp_path())(e))),
+            Err(e) => return Err(Attempt::Failed(temp_error("create")(e))),
         };
         let written = write_all_parts(&mut file, parts)
-            .map_err(io_error("write", temp_path()))
+            .map_err(temp_error("write"))
             .and_then(|()| {
                 if store.fsync() {
-                    file.sync_data().map_err(io_error("fsync", temp_path()))
+                    file.sync_data().map_err(temp_error("fsync"))
                 } else {
                     Ok(())
                 }
@@ -472,15 +494,17 @@ mod tests {
         let mut writer = Writer::new(&store);
         let (file, manifest_error) = writer.write(info(1), &[b"first"], |_| 0).unwrap();
         assert!(manifest_error.is_none());
-        assert_eq!(file.path, root.path().join("1970/0000000001.png"));
-        assert_eq!(std::fs::read(&file.path).unwrap(), b"first");
+        assert_eq!(file.relative, "1970/0000000001.png");
+        let path = file.path.to_owned();
+        assert_eq!(path, root.path().join("1970/0000000001.png"));
+        assert_eq!(std::fs::read(&path).unwrap(), b"first");
         let err = writer.write(info(1), &[b"second"], |_| 0).unwrap_err();
         assert!(matches!(err, WriteError::Exists { .. }), "{err}");
-        assert_eq!(std::fs::read(&file.path).unwrap(), b"first");
+        assert_eq!(std::fs::read(&path).unwrap(), b"first");
         let left = std::fs::read_dir(root.path().join("1970")).unwrap().count();
         assert_eq!(left, 1, "a temp file was left behind");
         let mode = std::os::unix::fs::PermissionsExt::mode(
-            &std::fs::metadata(&file.path).unwrap().permissions(),
+            &std::fs::metadata(&path).unwrap().permissions(),
         );
         assert_eq!(mode & 0o007, 0, "readable by everyone: {mode:o}");
     }
@@ -494,7 +518,7 @@ mod tests {
         std::fs::remove_dir_all(root.path().join("1970")).unwrap();
         let (file, _) = writer.write(info(2), &[b"b"], |_| 0).unwrap();
         assert_eq!(
-            std::fs::read(&file.path).unwrap(),
+            std::fs::read(file.path).unwrap(),
             b"b",
             "the file went into a deleted directory"
         );
