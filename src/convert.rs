@@ -2,16 +2,21 @@
 //!
 //! Cameras send YUYV and NV12 as BT.601 *limited* range (Y 16–235, chroma
 //! 16–240); JPEG (JFIF) wants *full* range. The encoders expand the planes
-//! with lookup tables on the way into libjpeg-turbo (no RGB detour), and read
+//! (arithmetic the compiler vectorises, AVX2 intrinsics for YUYV) on the way
+//! into libjpeg-turbo (no RGB detour), and read
 //! them as limited range where RGB is needed (PNG). Everything here writes
 //! into caller-owned buffers, so the frame path allocates nothing once they
 //! have grown.
 
-/// Y 16..=235 → 0..=255.
-pub static EXPAND_LUMA: [u8; 256] = expand_table(16, 219);
-/// Cb/Cr 16..=240 → 0..=255, centred on 128.
-pub static EXPAND_CHROMA: [u8; 256] = expand_table(16, 224);
+/// Y 16..=235 → 0..=255: the definition [`expand_luma`] computes.
+#[cfg(test)]
+static EXPAND_LUMA: [u8; 256] = expand_table(16, 219);
+/// Cb/Cr 16..=240 → 0..=255, centred on 128: the definition
+/// [`expand_chroma`] computes.
+#[cfg(test)]
+static EXPAND_CHROMA: [u8; 256] = expand_table(16, 224);
 
+#[cfg(test)]
 const fn expand_table(low: i32, span: i32) -> [u8; 256] {
     let mut table = [0u8; 256];
     let mut i = 0;
@@ -133,8 +138,49 @@ pub struct Planes {
     pub v: Vec<u8>,
 }
 
+/// [`EXPAND_LUMA`] as arithmetic the compiler turns into vector code
+/// (equal for every value: see the tests).
+#[inline(always)]
+fn expand_luma(y: u8) -> u8 {
+    ((u32::from(y).saturating_sub(16) * 9539 + 4096) >> 13).min(255) as u8
+}
+
+/// [`EXPAND_CHROMA`] as arithmetic, likewise.
+#[inline(always)]
+fn expand_chroma(c: u32) -> u8 {
+    ((c.saturating_sub(16) * 37303 + 16384) >> 15).min(255) as u8
+}
+
+/// Runs `body` compiled for AVX2 when the CPU has it (four times the work
+/// per instruction of the baseline x86-64 build), else as it is. The
+/// conversions below are written as plain loops over fixed-size chunks so
+/// that either build vectorises them.
+macro_rules! with_best_simd {
+    ($(#[$doc:meta])* $name:ident($($arg:ident: $ty:ty),*) $body:block) => {
+        $(#[$doc])*
+        pub fn $name($($arg: $ty),*) {
+            #[inline(always)]
+            fn imp($($arg: $ty),*) $body
+            #[cfg(target_arch = "x86_64")]
+            {
+                #[target_feature(enable = "avx2")]
+                fn avx2($($arg: $ty),*) {
+                    imp($($arg),*)
+                }
+                if std::arch::is_x86_feature_detected!("avx2") {
+                    // SAFETY: the CPU has AVX2 (checked just above).
+                    return unsafe { avx2($($arg),*) };
+                }
+            }
+            imp($($arg),*)
+        }
+    };
+}
+
 /// YUYV → full-range planes at 4:2:2, or 4:2:0 when `vertical_half` (the
-/// chroma of each pair of rows is averaged).
+/// chroma of each pair of rows is averaged), in one pass over each row:
+/// 4:2:2 in, 4:2:0 out costs no pass of its own. With AVX2, 32 pixels at a
+/// time ([`avx2`]).
 pub fn yuyv_to_planes(
     src: &[u8],
     width: usize,
@@ -155,48 +201,177 @@ pub fn yuyv_to_planes(
     } else {
         height
     };
+    #[cfg(target_arch = "x86_64")]
+    let avx2 = std::arch::is_x86_feature_detected!("avx2");
+    let stride = width * 2;
     let y = sized(&mut planes.y, width * rows);
-    for (out, pair) in y.chunks_exact_mut(2).zip(src.chunks_exact(4)) {
-        out[0] = EXPAND_LUMA[pair[0] as usize];
-        out[1] = EXPAND_LUMA[pair[2] as usize];
+    for (out, row) in y.chunks_exact_mut(width).zip(src.chunks_exact(stride)) {
+        #[cfg(target_arch = "x86_64")]
+        if avx2 {
+            // SAFETY: the CPU has AVX2 (checked above).
+            unsafe { avx2::yuyv_luma_row(out, row) };
+            continue;
+        }
+        yuyv_luma_row(out, row);
     }
     if rows > height {
         y.copy_within((height - 1) * width..height * width, height * width);
     }
     let u = sized(&mut planes.u, cw * ch);
     let v = sized(&mut planes.v, cw * ch);
-    let stride = width * 2;
     for crow in 0..ch {
         let (r0, r1) = if vertical_half {
             (crow * 2, (crow * 2 + 1).min(height - 1))
         } else {
             (crow, crow)
         };
-        let a = &src[r0 * stride..][..stride];
-        let b = &src[r1 * stride..][..stride];
+        let a = &src[r0 * stride..][..cw * 4];
+        let b = &src[r1 * stride..][..cw * 4];
         let u_row = &mut u[crow * cw..][..cw];
         let v_row = &mut v[crow * cw..][..cw];
-        for x in 0..cw {
-            let uu = (u32::from(a[x * 4 + 1]) + u32::from(b[x * 4 + 1])).div_ceil(2);
-            let vv = (u32::from(a[x * 4 + 3]) + u32::from(b[x * 4 + 3])).div_ceil(2);
-            u_row[x] = EXPAND_CHROMA[uu as usize];
-            v_row[x] = EXPAND_CHROMA[vv as usize];
+        #[cfg(target_arch = "x86_64")]
+        if avx2 {
+            // SAFETY: the CPU has AVX2 (checked above).
+            unsafe { avx2::yuyv_chroma_row(u_row, v_row, a, b) };
+            continue;
         }
+        yuyv_chroma_row(u_row, v_row, a, b, 0);
     }
 }
 
-/// NV12 → full-range 4:2:0 planes.
-pub fn nv12_to_planes(src: &[u8], width: usize, height: usize, planes: &mut Planes) {
-    let (luma, chroma) = src.split_at(width * height);
-    for (out, &y) in sized(&mut planes.y, width * height).iter_mut().zip(luma) {
-        *out = EXPAND_LUMA[y as usize];
+/// The luma of one YUYV row, expanded.
+fn yuyv_luma_row(out: &mut [u8], row: &[u8]) {
+    for (o, pair) in out.iter_mut().zip(row.chunks_exact(2)) {
+        *o = expand_luma(pair[0]);
     }
-    let n = (width / 2) * (height / 2);
-    let u = sized(&mut planes.u, n);
-    let v = sized(&mut planes.v, n);
-    for ((pair, u), v) in chroma.chunks_exact(2).zip(u.iter_mut()).zip(v.iter_mut()) {
-        *u = EXPAND_CHROMA[pair[0] as usize];
-        *v = EXPAND_CHROMA[pair[1] as usize];
+}
+
+/// The chroma of YUYV rows `a` and `b` (the same row at 4:2:2), averaged
+/// (rounding up) and expanded, from pixel pair `from` on.
+fn yuyv_chroma_row(u: &mut [u8], v: &mut [u8], a: &[u8], b: &[u8], from: usize) {
+    let avg = |p: u8, q: u8| (u32::from(p) + u32::from(q)).div_ceil(2);
+    for i in from..u.len() {
+        u[i] = expand_chroma(avg(a[4 * i + 1], b[4 * i + 1]));
+        v[i] = expand_chroma(avg(a[4 * i + 3], b[4 * i + 3]));
+    }
+}
+
+/// YUYV rows with AVX2 intrinsics. The arithmetic is [`expand_luma`] and
+/// [`expand_chroma`] split so every step fits 16 bits (exact: the tests
+/// compare both with the tables): for x = v − 16 (saturating),
+/// `(x·9539 + 4096) >> 13 = (x·37 + ((x·67 + 4096) >> 8)) >> 5` and
+/// `(x·37303 + 16384) >> 15 = (x·145 + ((x·183 + 16384) >> 8)) >> 7`.
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    use std::arch::x86_64::*;
+
+    /// 16 lanes of limited-range luma → full range.
+    #[target_feature(enable = "avx2")]
+    fn luma16(y: __m256i) -> __m256i {
+        let x = _mm256_subs_epu16(y, _mm256_set1_epi16(16));
+        let high = _mm256_mullo_epi16(x, _mm256_set1_epi16(37));
+        let low = _mm256_mullo_epi16(x, _mm256_set1_epi16(67));
+        let low = _mm256_srli_epi16(_mm256_add_epi16(low, _mm256_set1_epi16(4096)), 8);
+        let full = _mm256_srli_epi16(_mm256_add_epi16(high, low), 5);
+        _mm256_min_epu16(full, _mm256_set1_epi16(255))
+    }
+
+    /// 16 lanes of limited-range chroma → full range.
+    #[target_feature(enable = "avx2")]
+    fn chroma16(c: __m256i) -> __m256i {
+        let x = _mm256_subs_epu16(c, _mm256_set1_epi16(16));
+        let high = _mm256_mullo_epi16(x, _mm256_set1_epi16(145));
+        let low = _mm256_mullo_epi16(x, _mm256_set1_epi16(183));
+        let low = _mm256_srli_epi16(_mm256_add_epi16(low, _mm256_set1_epi16(16384)), 8);
+        let full = _mm256_srli_epi16(_mm256_add_epi16(high, low), 7);
+        _mm256_min_epu16(full, _mm256_set1_epi16(255))
+    }
+
+    /// See [`super::yuyv_luma_row`]; 32 pixels at a time.
+    #[target_feature(enable = "avx2")]
+    pub(super) fn yuyv_luma_row(out: &mut [u8], row: &[u8]) {
+        let whole = out.len().min(row.len() / 2) / 32 * 32;
+        let low_bytes = _mm256_set1_epi16(0x00FF);
+        for k in (0..whole).step_by(32) {
+            // SAFETY: k + 32 <= out.len() and 2k + 64 <= row.len().
+            unsafe {
+                let a = _mm256_loadu_si256(row.as_ptr().add(2 * k).cast());
+                let b = _mm256_loadu_si256(row.as_ptr().add(2 * k + 32).cast());
+                let ya = luma16(_mm256_and_si256(a, low_bytes));
+                let yb = luma16(_mm256_and_si256(b, low_bytes));
+                // packus works within 128-bit lanes: put them back in order.
+                let packed = _mm256_permute4x64_epi64(_mm256_packus_epi16(ya, yb), 0b11_01_10_00);
+                _mm256_storeu_si256(out.as_mut_ptr().add(k).cast(), packed);
+            }
+        }
+        super::yuyv_luma_row(&mut out[whole..], &row[2 * whole..]);
+    }
+
+    /// See [`super::yuyv_chroma_row`]; 16 pixel pairs at a time.
+    #[target_feature(enable = "avx2")]
+    pub(super) fn yuyv_chroma_row(u: &mut [u8], v: &mut [u8], a: &[u8], b: &[u8]) {
+        let whole = u.len().min(v.len()).min(a.len() / 4).min(b.len() / 4) / 16 * 16;
+        // Within each 128-bit lane: the even bytes (U), then the odd (V).
+        let split = _mm256_setr_epi8(
+            0, 2, 4, 6, 8, 10, 12, 14, 1, 3, 5, 7, 9, 11, 13, 15, 0, 2, 4, 6, 8, 10, 12, 14, 1, 3,
+            5, 7, 9, 11, 13, 15,
+        );
+        for k in (0..whole).step_by(16) {
+            // SAFETY: k + 16 <= u.len(), v.len(), and 4k + 64 <= a.len(), b.len().
+            unsafe {
+                let load = |row: &[u8], at: usize| _mm256_loadu_si256(row.as_ptr().add(at).cast());
+                // The odd bytes (U, V, U, V...) as 16-bit lanes, the two rows
+                // averaged rounding up.
+                let odd = |row: &[u8], at: usize| _mm256_srli_epi16(load(row, at), 8);
+                let c0 = chroma16(_mm256_avg_epu16(odd(a, 4 * k), odd(b, 4 * k)));
+                let c1 = chroma16(_mm256_avg_epu16(odd(a, 4 * k + 32), odd(b, 4 * k + 32)));
+                let bytes = _mm256_permute4x64_epi64(_mm256_packus_epi16(c0, c1), 0b11_01_10_00);
+                // [U0-7 V0-7 | U8-15 V8-15] → [U0-15 | V0-15].
+                let split =
+                    _mm256_permute4x64_epi64(_mm256_shuffle_epi8(bytes, split), 0b11_01_10_00);
+                _mm_storeu_si128(u.as_mut_ptr().add(k).cast(), _mm256_castsi256_si128(split));
+                _mm_storeu_si128(
+                    v.as_mut_ptr().add(k).cast(),
+                    _mm256_extracti128_si256(split, 1),
+                );
+            }
+        }
+        super::yuyv_chroma_row(u, v, a, b, whole);
+    }
+}
+
+with_best_simd! {
+    /// NV12 → full-range 4:2:0 planes.
+    nv12_to_planes(src: &[u8], width: usize, height: usize, planes: &mut Planes) {
+        let (luma, chroma) = src.split_at(width * height);
+        let y = sized(&mut planes.y, width * height);
+        let mut outs = y.chunks_exact_mut(32);
+        let mut ins = luma.chunks_exact(32);
+        for (o, i) in (&mut outs).zip(&mut ins) {
+            for k in 0..32 {
+                o[k] = expand_luma(i[k]);
+            }
+        }
+        for (o, i) in outs.into_remainder().iter_mut().zip(ins.remainder()) {
+            *o = expand_luma(*i);
+        }
+        let n = (width / 2) * (height / 2);
+        let u = sized(&mut planes.u, n);
+        let v = sized(&mut planes.v, n);
+        let mut us = u.chunks_exact_mut(16);
+        let mut vs = v.chunks_exact_mut(16);
+        let mut pairs = chroma.chunks_exact(32);
+        for ((uo, vo), p) in (&mut us).zip(&mut vs).zip(&mut pairs) {
+            for k in 0..16 {
+                uo[k] = expand_chroma(u32::from(p[2 * k]));
+                vo[k] = expand_chroma(u32::from(p[2 * k + 1]));
+            }
+        }
+        let rest = us.into_remainder().iter_mut().zip(vs.into_remainder());
+        for ((uo, vo), p) in rest.zip(pairs.remainder().chunks_exact(2)) {
+            *uo = expand_chroma(u32::from(p[0]));
+            *vo = expand_chroma(u32::from(p[1]));
+        }
     }
 }
 
@@ -205,11 +380,11 @@ pub fn expand_luma_of(src: &[u8], packed_yuyv: bool, pixels: usize, out: &mut Ve
     let out = sized(out, pixels);
     if packed_yuyv {
         for (o, pair) in out.iter_mut().zip(src.chunks_exact(2)) {
-            *o = EXPAND_LUMA[pair[0] as usize];
+            *o = expand_luma(pair[0]);
         }
     } else {
         for (o, &y) in out.iter_mut().zip(&src[..pixels]) {
-            *o = EXPAND_LUMA[y as usize];
+            *o = expand_luma(y);
         }
     }
 }
@@ -295,6 +470,71 @@ pub fn rgb_to(
 
 #[cfg(test)]
 mod tests {
+
+    /// Every width (also odd, and below one vector) and both subsamplings:
+    /// the vector path writes what the scalar one does.
+    #[test]
+    fn yuyv_planes_are_the_same_with_and_without_vectors() {
+        let mut state = 7u32;
+        for width in [2usize, 4, 30, 32, 62, 64, 66, 94, 130, 1922] {
+            for height in [1usize, 2, 3] {
+                let src: Vec<u8> = (0..width * height * 2)
+                    .map(|_| {
+                        state = state.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+                        (state >> 24) as u8
+                    })
+                    .collect();
+                for half in [false, true] {
+                    let mut planes = Planes::default();
+                    yuyv_to_planes(&src, width, height, half, &mut planes);
+                    let stride = width * 2;
+                    for (row, out) in planes.y.chunks_exact(width).enumerate().take(height) {
+                        let mut expected = vec![0; width];
+                        yuyv_luma_row(&mut expected, &src[row * stride..][..stride]);
+                        assert_eq!(out, expected, "luma {width}x{height}");
+                    }
+                    let cw = width / 2;
+                    for (crow, (u, v)) in planes
+                        .u
+                        .chunks_exact(cw)
+                        .zip(planes.v.chunks_exact(cw))
+                        .enumerate()
+                    {
+                        let (r0, r1) = if half {
+                            (crow * 2, (crow * 2 + 1).min(height - 1))
+                        } else {
+                            (crow, crow)
+                        };
+                        let (mut eu, mut ev) = (vec![0; cw], vec![0; cw]);
+                        yuyv_chroma_row(
+                            &mut eu,
+                            &mut ev,
+                            &src[r0 * stride..],
+                            &src[r1 * stride..],
+                            0,
+                        );
+                        assert_eq!(
+                            (u, v),
+                            (&eu[..], &ev[..]),
+                            "chroma {width}x{height} half {half}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn the_arithmetic_expansion_is_the_table() {
+        for i in 0..=255u8 {
+            assert_eq!(expand_luma(i), EXPAND_LUMA[usize::from(i)], "luma {i}");
+            assert_eq!(
+                expand_chroma(u32::from(i)),
+                EXPAND_CHROMA[usize::from(i)],
+                "chroma {i}"
+            );
+        }
+    }
 
     #[test]
     fn cmyk_becomes_rgb_in_place_either_way_round() {
