@@ -735,3 +735,36 @@ fn a_wedged_writer_stops_the_watchdog_and_turns_healthz_503() {
     assert_eq!(decode(&paths).len(), paths.len());
     drop(disk);
 }
+
+#[test]
+fn a_config_replaced_by_a_fifo_is_refused_without_waiting() {
+    let env = Env::new();
+    let config =
+        env.config("[source]\nwidth = 32\nheight = 16\nfps = 20\n[snapshot]\nevery = \"frame\"\n");
+    let mut child = env.spawn(false);
+    wait_for_files(&env, 3);
+    std::fs::remove_file(&config).unwrap();
+    assert!(std::process::Command::new("mkfifo")
+        .arg(&config)
+        .status()
+        .unwrap()
+        .success());
+    signal(&child, "HUP");
+    std::thread::sleep(Duration::from_millis(500));
+    let before = env.manifest().len();
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        env.manifest().len() > before,
+        "recording stopped at the reload"
+    );
+    signal(&child, "TERM");
+    wait_with_timeout(&mut child, Duration::from_secs(10));
+    let output = child.wait_with_output().unwrap();
+    assert_success(&output);
+    let log = stderr(&output);
+    assert!(log.contains("config not reloaded"), "{log}");
+    assert!(log.contains("not a config file"), "{log}");
+    // At start too, at once.
+    let output = env.run(&["check", "--config", config.to_str().unwrap()]);
+    assert_eq!(output.status.code(), Some(78), "{}", stderr(&output));
+}

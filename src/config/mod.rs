@@ -157,8 +157,26 @@ impl Settings {
             source,
         };
         let mut bytes = Vec::new();
-        std::fs::File::open(path)
-            .and_then(|file| file.take(MAX_CONFIG_BYTES + 1).read_to_end(&mut bytes))
+        // Never waits: a FIFO put in the file's place would block the open
+        // (at a reload, the supervisor), so it is refused.
+        let file = {
+            use std::os::unix::fs::{FileTypeExt as _, OpenOptionsExt as _};
+            let file = std::fs::File::options()
+                .read(true)
+                .custom_flags(libc::O_NONBLOCK)
+                .open(path)
+                .map_err(read_error)?;
+            let kind = file.metadata().map_err(read_error)?.file_type();
+            if kind.is_fifo() || kind.is_socket() {
+                return Err(read_error(std::io::Error::new(
+                    std::io::ErrorKind::InvalidInput,
+                    "it is a FIFO or socket, not a config file",
+                )));
+            }
+            file
+        };
+        file.take(MAX_CONFIG_BYTES + 1)
+            .read_to_end(&mut bytes)
             .map_err(read_error)?;
         if bytes.len() as u64 > MAX_CONFIG_BYTES {
             return Err(ConfigError::TooLarge {

@@ -442,7 +442,10 @@ impl Supervisor<'_> {
                 tracing::info!(changes = %list.join(", "), "config reloaded; applied");
             }
             Err(e) => {
-                tracing::error!("config not reloaded; the settings in force stay: {e:#}")
+                tracing::error!(
+                    "config not reloaded; the settings in force stay: {}",
+                    crate::stats::Chain(&e)
+                )
             }
         }
         let _ = sd_notify::notify(&[NotifyState::Ready]);
