@@ -58,18 +58,21 @@ pub struct Snapshots {
 impl Snapshots {
     /// Asks for a snapshot of the next frame; `reply` gets its number.
     pub fn request(&self, flags: &Flags, reply: Sender<u64>) {
-        self.waiters
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(reply);
+        let mut waiters = self.waiters.lock().unwrap_or_else(|e| e.into_inner());
+        waiters.push(reply);
+        // Under the lock: capture takes the flag and the waiters together.
         flags.snapshot.store(true, Ordering::SeqCst);
     }
 
-    fn answer(&self, seq: u64) {
-        let waiters = std::mem::take(&mut *self.waiters.lock().unwrap_or_else(|e| e.into_inner()));
-        for waiter in waiters {
-            let _ = waiter.try_send(seq);
+    /// A snapshot was asked for (USR1 or `POST /snapshot`): clears the
+    /// request and returns who waits for its number (capture thread).
+    fn take(&self, flags: &Flags) -> Option<Vec<Sender<u64>>> {
+        if !flags.snapshot.load(Ordering::Relaxed) {
+            return None;
         }
+        let mut waiters = self.waiters.lock().unwrap_or_else(|e| e.into_inner());
+        flags.snapshot.store(false, Ordering::SeqCst);
+        Some(std::mem::take(&mut *waiters))
     }
 }
 
@@ -262,8 +265,8 @@ impl Capture<'_> {
             if let Some(preview) = self.preview {
                 preview.offer(&current);
             }
-            let requested = self.flags.snapshot.swap(false, Ordering::Relaxed);
-            if requested {
+            let asked = self.snapshots.take(self.flags);
+            if asked.is_some() {
                 schedule.request();
             }
             let pick = schedule.offer(current.captured_at, held.as_ref().map(|h| h.captured_at));
@@ -281,8 +284,10 @@ impl Capture<'_> {
                 let before = self.next_seq;
                 current = self.push(current);
                 held = None;
-                if requested && self.next_seq != before {
-                    self.snapshots.answer(before);
+                if let Some(waiters) = asked.filter(|_| self.next_seq != before) {
+                    for waiter in waiters {
+                        let _ = waiter.try_send(before);
+                    }
                 }
             } else if schedule.holds_frames() {
                 // The current frame waits for the next one; the frame it

@@ -138,14 +138,14 @@ pub struct Planes {
     pub v: Vec<u8>,
 }
 
-/// [`EXPAND_LUMA`] as arithmetic the compiler turns into vector code
+/// `EXPAND_LUMA` (the tests' table) as arithmetic the compiler turns into vector code
 /// (equal for every value: see the tests).
 #[inline(always)]
 fn expand_luma(y: u8) -> u8 {
     ((u32::from(y).saturating_sub(16) * 9539 + 4096) >> 13).min(255) as u8
 }
 
-/// [`EXPAND_CHROMA`] as arithmetic, likewise.
+/// `EXPAND_CHROMA` as arithmetic, likewise.
 #[inline(always)]
 fn expand_chroma(c: u32) -> u8 {
     ((c.saturating_sub(16) * 37303 + 16384) >> 15).min(255) as u8

@@ -140,6 +140,11 @@ fn main() -> ExitCode {
             frames,
             duration,
         } => {
+            // A HUP before the handlers are in place (systemctl reload just
+            // after start) must not end the recorder: ignored until then.
+            // SAFETY: setting a signal's disposition to SIG_IGN has no
+            // preconditions.
+            unsafe { libc::signal(libc::SIGHUP, libc::SIG_IGN) };
             let settings = match load(config.as_ref()) {
                 Ok(settings) => settings,
                 Err(e) => return report_config_error(&e),

@@ -255,34 +255,43 @@ fn hup_with_a_new_frame_size_restarts_capture_only() {
              [snapshot]\nevery = \"frame\"\nformat = \"png\"\n"
         )
     };
-    let config = env.config(&body(64));
+    env.config(&body(96));
     let mut child = env.spawn(false);
     wait_for_files(&env, 5);
-    env.config(&body(96));
+    env.config(&body(64));
     signal(&child, "HUP");
     let deadline = Instant::now() + Duration::from_secs(30);
-    let wide = |env: &Env| {
+    let narrow = |env: &Env| {
         env.manifest()
             .iter()
-            .filter(|l| l["width"].as_u64() == Some(96))
+            .filter(|l| l["width"].as_u64() == Some(64))
             .count()
     };
-    while wide(&env) < 5 {
+    while narrow(&env) < 5 {
         assert!(
             Instant::now() < deadline,
-            "no 96-wide frames after the reload"
+            "no 64-wide frames after the reload"
         );
         std::thread::sleep(Duration::from_millis(50));
     }
     assert!(child.try_wait().unwrap().is_none(), "the recorder exited");
+    // Larger frames than the buffers allocated at start: refused, the
+    // frames stay 64 wide.
+    env.config(&body(128));
+    signal(&child, "HUP");
+    std::thread::sleep(Duration::from_millis(500));
     signal(&child, "TERM");
     wait_with_timeout(&mut child, Duration::from_secs(30));
     let output = child.wait_with_output().unwrap();
     assert_success(&output);
-    let _ = config;
+    let log = stderr(&output);
     let lines = env.manifest();
     let seqs: Vec<u64> = lines.iter().map(|l| l["seq"].as_u64().unwrap()).collect();
     assert_eq!(seqs, (1..=seqs.len() as u64).collect::<Vec<_>>());
+    assert!(
+        lines.iter().all(|l| l["width"].as_u64() != Some(128)),
+        "{log}"
+    );
     // Every file is whole, at the size its manifest line says.
     let paths: Vec<std::path::PathBuf> = lines
         .iter()
@@ -291,7 +300,11 @@ fn hup_with_a_new_frame_size_restarts_capture_only() {
     for (line, image) in lines.iter().zip(decode(&paths)) {
         assert_eq!(image.width as u64, line["width"].as_u64().unwrap());
     }
-    assert!(stderr(&output).contains("source.width 64 -> 96"));
+    assert!(log.contains("source.width 96 -> 64"), "{log}");
+    assert!(
+        log.contains("larger than the") && log.contains("restart framerec"),
+        "{log}"
+    );
 }
 
 /// A free TCP port on the loopback address (free when asked).
@@ -461,6 +474,17 @@ fn every_http_endpoint_answers_and_many_clients_drop_no_frame() {
     let long = format!("GET /{} HTTP/1.0\r\n\r\n", "a".repeat(20_000));
     let status = http_raw(port, long.as_bytes()).0;
     assert!((400..500).contains(&status), "{status}");
+    // A name that is not this machine's (DNS rebinding), and a snapshot
+    // asked for by another site's page.
+    let rebound = http_raw(
+        port,
+        b"GET /snapshot.jpg HTTP/1.1\r\nHost: evil.example\r\n\r\n",
+    );
+    assert_eq!(rebound.0, 421);
+    let cross = format!(
+        "POST /snapshot HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nOrigin: http://evil.example\r\n\r\n"
+    );
+    assert_eq!(http_raw(port, cross.as_bytes()).0, 403);
 
     let (status, head, body) = http(port, "GET", "/metrics");
     assert_eq!(status, 200);
@@ -767,4 +791,124 @@ fn a_config_replaced_by_a_fifo_is_refused_without_waiting() {
     // At start too, at once.
     let output = env.run(&["check", "--config", config.to_str().unwrap()]);
     assert_eq!(output.status.code(), Some(78), "{}", stderr(&output));
+}
+
+#[test]
+fn slow_and_silent_clients_never_keep_healthz_or_a_stop_waiting() {
+    use std::io::Write as _;
+    let env = Env::new();
+    let port = free_port();
+    env.config(&format!(
+        "[source]\nwidth = 320\nheight = 240\nfps = 20\n[snapshot]\nevery = \"frame\"\n\
+         [http]\nlisten = \"127.0.0.1:{port}\"\n"
+    ));
+    let mut child = env.spawn(false);
+    wait_for_http(port);
+    wait_for_files(&env, 3);
+    // 200 connections that send half a request head and then nothing, and
+    // 20 that ask for the preview and never read it.
+    let mut held = Vec::new();
+    for _ in 0..200 {
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        let _ = s.write_all(b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow:");
+        held.push(s);
+    }
+    for _ in 0..20 {
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        let _ = s.write_all(b"GET /snapshot.jpg HTTP/1.1\r\n\r\n");
+        held.push(s);
+    }
+    // /healthz still answers at once.
+    let asked = Instant::now();
+    let (status, _, body) = http(port, "GET", "/healthz");
+    assert!(
+        status == 200 || status == 503,
+        "{status} {}",
+        String::from_utf8_lossy(&body)
+    );
+    let took = asked.elapsed();
+    assert!(took < Duration::from_secs(3), "/healthz took {took:?}");
+    // Slow heads are cut off after the deadline (408), not kept forever.
+    std::thread::sleep(Duration::from_secs(6));
+    assert_eq!(http(port, "GET", "/healthz").0, 200);
+    // A stop does not wait for them.
+    let stopping = Instant::now();
+    signal(&child, "TERM");
+    wait_with_timeout(&mut child, Duration::from_secs(30));
+    let took = stopping.elapsed();
+    let output = child.wait_with_output().unwrap();
+    assert_success(&output);
+    assert!(took < Duration::from_secs(15), "the stop took {took:?}");
+    drop(held);
+}
+
+#[test]
+fn reloads_that_cannot_apply_live_are_refused_and_auto_threads_do_not_count() {
+    let env = Env::new();
+    let fifo = env.path("frames.fifo");
+    assert!(std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap()
+        .success());
+    let body = |fps: u32, quality: u32| {
+        format!(
+            "[source]\nkind = \"raw\"\npath = \"{}\"\nwidth = 8\nheight = 8\npixel_format = \"gray\"\nfps = {fps}\n\
+             [ring]\nwhen_full = \"block\"\n[snapshot]\nevery = \"frame\"\nquality = {quality}\n",
+            fifo.display()
+        )
+    };
+    let config = env.config(&body(30, 90));
+    let mut child = env.spawn(false);
+    let mut writer = std::fs::OpenOptions::new().write(true).open(&fifo).unwrap();
+    // Each frame's bytes are its index: a torn frame would mix two.
+    let frame = |k: u8| vec![k; 64];
+    for k in 0..20u8 {
+        std::io::Write::write_all(&mut writer, &frame(k)).unwrap();
+    }
+    wait_for_files(&env, 20);
+    // A raw stream cannot be reopened where it was: refused.
+    std::fs::write(
+        &config,
+        body(25, 90) + "\n[output]\ndir = \"" + env.out().to_str().unwrap() + "\"\n",
+    )
+    .unwrap();
+    signal(&child, "HUP");
+    std::thread::sleep(Duration::from_millis(300));
+    // Threads left at "one per core" are no change, even if the cores are.
+    std::fs::write(
+        &config,
+        body(30, 70) + "\n[output]\ndir = \"" + env.out().to_str().unwrap() + "\"\n",
+    )
+    .unwrap();
+    signal(&child, "HUP");
+    std::thread::sleep(Duration::from_millis(300));
+    for k in 20..40u8 {
+        std::io::Write::write_all(&mut writer, &frame(k)).unwrap();
+    }
+    drop(writer);
+    wait_with_timeout(&mut child, Duration::from_secs(30));
+    let output = child.wait_with_output().unwrap();
+    assert_success(&output);
+    let log = stderr(&output);
+    assert!(log.contains("raw input is a stream"), "{log}");
+    assert!(log.contains("snapshot.quality 90 -> 70"), "{log}");
+    assert!(!log.contains("encoder.threads"), "{log}");
+    let lines = env.manifest();
+    assert_eq!(lines.len(), 40, "{log}");
+    let paths: Vec<std::path::PathBuf> = lines
+        .iter()
+        .map(|l| env.out().join(l["path"].as_str().unwrap()))
+        .collect();
+    // Every frame whole (one value) and in order: nothing torn or repeated.
+    for (k, image) in decode(&paths).iter().enumerate() {
+        let expected = k as i32;
+        assert!(
+            image
+                .pixels
+                .iter()
+                .all(|&p| (i32::from(p) - expected).abs() <= 2),
+            "file {k} is not frame {k}"
+        );
+    }
 }

@@ -45,6 +45,8 @@ pub struct Settings {
     pub retention: Quota,
     /// `[http]`, when `listen` is set.
     pub http: Option<crate::http::Options>,
+    /// `encoder.threads` was 0 (one per core, counted at start).
+    pub threads_auto: bool,
     /// `output.write_timeout`: picked frames waiting this long with no file
     /// written mean a wedged writer (the watchdog stops, `/healthz` says so).
     pub write_timeout: std::time::Duration,
@@ -227,6 +229,27 @@ mod tests {
             Err(ConfigError::Invalid { problems, .. }) => problems,
             Err(e) => panic!("{e}"),
         }
+    }
+
+    #[test]
+    fn settings_that_would_lose_files_or_ports_are_refused() {
+        let found = problems("[output]\ndir_mode = \"0640\"\n");
+        assert_eq!(found[0].key, "output.dir_mode", "{found:?}");
+        assert!(found[0].message.contains("owner's rwx"), "{found:?}");
+        let found = problems("[http]\nlisten = \"127.0.0.1:0\"\n");
+        assert!(found[0].message.contains("port 0"), "{found:?}");
+        let found = problems("[http]\nlisten = \"0.0.0.0:8090\"\n");
+        assert!(found[0].message.contains("allow_remote"), "{found:?}");
+        let found = problems("[http]\nlisten = \"localhost:8090\"\n");
+        assert!(found[0].message.contains("127.0.0.1:8090"), "{found:?}");
+        let found = problems("[http]\nallow_remote = true\n");
+        assert_eq!(found[0].key, "http.allow_remote", "{found:?}");
+        let s = Settings::from_toml(
+            "[http]\nlisten = \"[::]:8090\"\nallow_remote = true\n",
+            Path::new("x"),
+        )
+        .unwrap();
+        assert_eq!(s.http.unwrap().listen.port(), 8090);
     }
 
     #[test]

@@ -71,7 +71,12 @@ pub(super) fn validate(raw: RawConfig, problems: &mut Problems<'_>) -> Option<Se
     let output = output(&raw_output, problems);
     let write_timeout = write_timeout(&raw_output, problems);
     let retention = retention(&raw.retention.unwrap_or_default(), problems);
-    let threads = encoder(&raw.encoder.unwrap_or_default(), problems);
+    let raw_encoder = raw.encoder.unwrap_or_default();
+    let raw_threads_auto = raw_encoder
+        .threads
+        .as_ref()
+        .is_none_or(|t| *t.get_ref() == 0);
+    let threads = encoder(&raw_encoder, problems);
     let http = http(&raw.http.unwrap_or_default(), problems);
 
     // Across sections, on the values involved alone (each valid by itself),
@@ -116,6 +121,7 @@ pub(super) fn validate(raw: RawConfig, problems: &mut Problems<'_>) -> Option<Se
         retention: retention?,
         http: http?,
         write_timeout: write_timeout?,
+        threads_auto: raw_threads_auto,
     })
 }
 
@@ -148,6 +154,14 @@ fn http(http: &RawHttp, problems: &mut Problems<'_>) -> Option<Option<crate::htt
             return None;
         }
     };
+    if address.port() == 0 {
+        problems.at(
+            listen,
+            "http.listen",
+            "port 0 would be a different port at every start; choose one, such as 8090",
+        );
+        return None;
+    }
     if !address.ip().is_loopback() && !allow_remote {
         problems.at(
             listen,
@@ -649,7 +663,19 @@ fn output(output: &RawOutput, problems: &mut Problems<'_>) -> Option<store::Opti
         .dir_mode
         .as_ref()
         .map_or(Some(default_dir_mode()), |v| {
-            parse_mode(v, "output.dir_mode", problems)
+            let mode = parse_mode(v, "output.dir_mode", problems)?;
+            if mode & 0o700 != 0o700 {
+                problems.at(
+                    v,
+                    "output.dir_mode",
+                    format!(
+                        "\"{:04o}\" does not let framerec itself list and write the directories it makes; keep the owner's rwx, such as \"0750\"",
+                        mode
+                    ),
+                );
+                return None;
+            }
+            Some(mode)
         });
     Some(store::Options {
         dir: dir?,

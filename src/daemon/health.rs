@@ -51,7 +51,8 @@ impl Seen {
 pub(crate) struct Health<'a> {
     /// Half the watchdog interval, when systemd asks for pings.
     ping_every: Option<Duration>,
-    stall: Duration,
+    /// The source's stall timeout (a reload may change it).
+    pub(crate) stall: Duration,
     /// `output.write_timeout` (a reload may change it).
     pub(crate) write_bound: Duration,
     last_ping: Instant,
@@ -67,6 +68,7 @@ pub(crate) struct Health<'a> {
     status_captured: (u64, Instant),
     /// Shared with the HTTP endpoints, when they are on.
     condition: Option<&'a Mutex<Condition>>,
+    started: Instant,
     /// The output directory, for the free space in the status line.
     dir: &'a std::path::Path,
 }
@@ -94,6 +96,7 @@ impl<'a> Health<'a> {
             status_captured: (0, now),
             condition,
             dir,
+            started: now,
         }
     }
 
@@ -111,9 +114,13 @@ impl<'a> Health<'a> {
         Ok(())
     }
 
-    /// Problems of the disk, which `/healthz` reports but the watchdog
-    /// does not act on.
-    fn disk(&self, now: Instant) -> Result<(), &'static str> {
+    /// Problems that `/healthz` reports but the watchdog does not act on (a
+    /// restart would not help): no frame yet long after the start (a camera
+    /// that is not there: waited for, but worth an alert), the disk.
+    fn reported(&self, now: Instant) -> Result<(), &'static str> {
+        if self.captured.value == 0 && now.duration_since(self.started) > self.stall {
+            return Err("no frame from the source yet");
+        }
         if self.disk_full.within(DISK_FULL_BOUND, now) {
             return Err("the disk is full: frames are lost");
         }
@@ -143,7 +150,7 @@ impl<'a> Health<'a> {
                 self.last_ping = now;
             }
         }
-        let state = state.and_then(|()| self.disk(now));
+        let state = state.and_then(|()| self.reported(now));
         if let Some(condition) = self.condition {
             let mut c = condition.lock().unwrap_or_else(|e| e.into_inner());
             c.problem = state.err().map(str::to_owned);
@@ -160,6 +167,7 @@ impl<'a> Health<'a> {
 
     fn condition_word(&self, state: Result<(), &'static str>) -> &'static str {
         match state {
+            Err("no frame from the source yet") => "waiting for the source",
             Err(problem) => problem,
             Ok(()) if self.captured.value == 0 => "waiting for the source",
             Ok(()) => "recording",

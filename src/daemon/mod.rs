@@ -109,6 +109,8 @@ pub fn run(
     control_rx: &Receiver<Control>,
     limits: Limits,
 ) -> anyhow::Result<Summary> {
+    // First: a port in use is a setup error that leaves nothing behind.
+    let http_server = settings.http.as_ref().map(http::bind).transpose()?;
     let (store, found, index) = open_store(settings)?;
     let next_seq = found.next_seq();
     tracing::info!(
@@ -138,7 +140,6 @@ pub fn run(
             settings.source.pixel_format
         )
     })?;
-    let http_server = settings.http.as_ref().map(http::bind).transpose()?;
     let occupancy = producer.occupancy();
     let stats = Stats::new();
     let flags = Flags::default();
@@ -213,16 +214,14 @@ pub fn run(
             helpers.push(handle);
         }
         drop(consumer);
-        let mut servers = Vec::with_capacity(http::THREADS);
-        if let Some(server) = &http_server {
-            for k in 0..http::THREADS {
-                let (state, stop) = (&http_state, &http_stop);
-                let handle = std::thread::Builder::new()
-                    .name(format!("http-{k}"))
-                    .spawn_scoped(scope, move || http::serve(server, state, stop))
-                    .context("cannot start an http thread")?;
-                servers.push(handle);
-            }
+        let mut servers = Vec::with_capacity(1);
+        if let Some(listener) = &http_server {
+            let (state, stop) = (&http_state, &http_stop);
+            let handle = std::thread::Builder::new()
+                .name("http".into())
+                .spawn_scoped(scope, move || http::serve(listener, state, stop))
+                .context("cannot start the http thread")?;
+            servers.push(handle);
             if let Some(listen) = settings.http.as_ref().map(|h| h.listen) {
                 tracing::info!(%listen, "http: serving /metrics, /healthz, /status, /snapshot.jpg and POST /snapshot");
             }
@@ -265,6 +264,7 @@ pub fn run(
             store: &store,
             retention: Some(&retention_handle),
             wake: &flags.wake,
+            buffer_capacity: settings.source.buffer_capacity(),
         };
         let supervisor = Supervisor {
             flags: &flags,
@@ -494,6 +494,7 @@ impl Supervisor<'_> {
                 Ok(Control::Reload) if !stopping => {
                     self.reload();
                     health.write_bound = self.settings.write_timeout;
+                    health.stall = self.settings.source.stall_timeout();
                 }
                 Ok(Control::Reload) => {}
                 Ok(Control::Snapshot) => flags.snapshot.store(true, Ordering::SeqCst),
@@ -593,6 +594,7 @@ mod tests {
             retention: Quota::default(),
             http: None,
             write_timeout: crate::config::DEFAULT_WRITE_TIMEOUT,
+            threads_auto: false,
         }
     }
 

@@ -10,7 +10,9 @@
 //!   was none first indexes the files on disk);
 //! - `[source]` (and `snapshot.format` for a camera, which decides the
 //!   formats it can use): capture closes the source and opens the new one;
-//!   the ring, the encoders and the numbering go on.
+//!   the ring, the encoders and the numbering go on. Not for raw input (a
+//!   stream cannot be reopened where it was: frames would tear or repeat),
+//!   and not to frames larger than the buffers allocated at start.
 //!
 //! A file with problems is refused with every one of them, and so is a
 //! change that cannot apply while recording (`camera`, `output.dir`,
@@ -45,6 +47,8 @@ pub(super) struct Targets<'a> {
     pub(super) retention: Option<&'a retention::Handle>,
     /// Wakes the capture thread from a wait for the source.
     pub(super) wake: &'a std::sync::atomic::AtomicBool,
+    /// The size of the ring's frame buffers, allocated at start.
+    pub(super) buffer_capacity: usize,
 }
 
 /// Why a reload was not applied.
@@ -58,6 +62,12 @@ pub(super) enum Refused {
         if .0.len() == 1 { "this setting" } else { "these settings" },
         .0.iter().map(|c| c.to_string()).collect::<Vec<_>>().join(", "))]
     NeedsRestart(Vec<Change>),
+    #[error("raw input is a stream that cannot be reopened where it was ({}): restart framerec to apply this; nothing was changed",
+        .0.iter().map(|c| c.to_string()).collect::<Vec<_>>().join(", "))]
+    RawSource(Vec<Change>),
+    #[error("the new frames need buffers of {need} KiB, larger than the {have} KiB allocated at start: restart framerec to apply this; nothing was changed",
+        need = .need >> 10, have = .have >> 10)]
+    LargerFrames { need: usize, have: usize },
     #[error("cannot apply the new [output] settings; nothing was changed")]
     Output(#[source] crate::store::StoreError),
 }
@@ -73,9 +83,14 @@ fn needs_restart(key: &str) -> bool {
 /// made (empty when the file says what is in force already).
 pub(super) fn apply(
     current: &mut Settings,
-    new: Settings,
+    mut new: Settings,
     targets: &Targets<'_>,
 ) -> Result<Vec<Change>, Refused> {
+    // "One per core" was counted at start; the cores framerec may use can
+    // change since (affinity, a CPU quota) without the file saying so.
+    if current.threads_auto && new.threads_auto {
+        new.encode.threads = current.encode.threads;
+    }
     let changed = changes(current, &new);
     let blocked: Vec<Change> = changed
         .iter()
@@ -89,6 +104,18 @@ pub(super) fn apply(
         return Ok(changed);
     }
     let touched = |prefix: &str| changed.iter().any(|c| c.key.starts_with(prefix));
+    let raw = |s: &Settings| matches!(s.source.kind, Kind::Raw { .. });
+    if touched("source.") && (raw(current) || raw(&new)) {
+        let source = changed.iter().filter(|c| c.key.starts_with("source."));
+        return Err(Refused::RawSource(source.cloned().collect()));
+    }
+    let need = new.source.buffer_capacity();
+    if touched("source.") && need > targets.buffer_capacity {
+        return Err(Refused::LargerFrames {
+            need,
+            have: targets.buffer_capacity,
+        });
+    }
     let camera = matches!(new.source.kind, Kind::Camera { .. });
     if touched("output.") {
         targets.store.apply(&new.output).map_err(Refused::Output)?;

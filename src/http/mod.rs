@@ -13,10 +13,12 @@
 //!   the first).
 //! - `POST /snapshot`: as USR1; answers with the number the file gets.
 //!
-//! The server is tiny_http (synchronous, few dependencies) on a few threads
-//! of its own. Requests only read counters and the preview frame, which
-//! capture copies in without ever waiting; nothing here writes files. So
-//! slow or many clients cost those threads, never capture.
+//! The server ([`server`]) is a small bounded HTTP/1.1 responder on a few
+//! threads of its own. Requests only read counters and the preview frame,
+//! which capture copies in without ever waiting; nothing here writes
+//! files. So slow or many clients cost those threads, never capture.
+
+pub mod server;
 
 use std::borrow::Cow;
 use std::net::SocketAddr;
@@ -31,7 +33,7 @@ use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
-use tiny_http::{Header, Method, Request, Response};
+use server::{Body, Reply, Request};
 
 use crate::capture::{Flags, Preview, Snapshots};
 use crate::encode::jpeg::JpegEncoder;
@@ -80,6 +82,10 @@ pub struct State<'a> {
     pub started: Instant,
     /// The last preview encoded: its capture time (ns) and the JPEG.
     jpeg: Mutex<(u64, Arc<Vec<u8>>)>,
+    /// `POST /snapshot` requests waiting now.
+    snapshot_waiters: std::sync::atomic::AtomicUsize,
+    /// `/snapshot.jpg` answers being written now.
+    previews_writing: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl<'a> State<'a> {
@@ -106,22 +112,30 @@ impl<'a> State<'a> {
             condition,
             started: Instant::now(),
             jpeg: Mutex::new((0, Arc::new(Vec::new()))),
+            snapshot_waiters: std::sync::atomic::AtomicUsize::new(0),
+            previews_writing: Arc::default(),
         }
     }
 }
 
-/// Handler threads: enough that a slow client does not hold up a scrape.
-pub const THREADS: usize = 4;
+/// Threads answering requests: enough that slow clients (each cut off
+/// after the server's deadlines) do not hold up a scrape.
+pub const THREADS: usize = 6;
 /// How long `POST /snapshot` waits for the frame to be picked.
 const SNAPSHOT_WAIT: Duration = Duration::from_secs(5);
+/// `POST /snapshot` requests waiting at once; more are answered 503, so
+/// they never take every thread from `/healthz`.
+const SNAPSHOT_WAITERS: usize = 2;
+/// `/snapshot.jpg` answers written at once.
+const PREVIEW_WRITERS: usize = THREADS / 2;
 
-/// Binds the listening socket (before any thread starts: a taken port is
-/// a setup error).
-pub fn bind(options: &Options) -> anyhow::Result<tiny_http::Server> {
+/// Binds the listening socket (before anything else: a taken port is a
+/// setup error that leaves nothing behind).
+pub fn bind(options: &Options) -> anyhow::Result<std::net::TcpListener> {
     if !options.listen.ip().is_loopback() {
         tracing::warn!(listen = %options.listen, "http serves other machines (allow_remote = true); its endpoints have no authentication");
     }
-    tiny_http::Server::http(options.listen).map_err(|e| {
+    std::net::TcpListener::bind(options.listen).map_err(|e| {
         anyhow::anyhow!(
             "cannot listen on {} (http.listen): {e}; choose another port or stop what uses it",
             options.listen
@@ -129,66 +143,50 @@ pub fn bind(options: &Options) -> anyhow::Result<tiny_http::Server> {
     })
 }
 
-/// Answers requests until `stop` is set (one of [`THREADS`] threads).
-pub fn serve(server: &tiny_http::Server, state: &State<'_>, stop: &AtomicBool) {
-    // libjpeg-turbo's state belongs to one thread: each has its own.
-    let mut encoder = None;
-    while !stop.load(Relaxed) {
-        match server.recv_timeout(Duration::from_millis(200)) {
-            Ok(Some(request)) => handle(request, state, &mut encoder),
-            Ok(None) => {}
-            Err(e) => {
-                tracing::warn!(error = %e, "http: cannot accept a request");
-                std::thread::sleep(Duration::from_millis(200));
-            }
-        }
-    }
-}
-
-type Reply = Response<std::io::Cursor<Vec<u8>>>;
-
-fn header(name: &str, value: &str) -> Header {
-    Header::from_bytes(name.as_bytes(), value.as_bytes()).expect("a valid header")
+/// Answers requests until `stop` is set (on [`THREADS`] threads).
+pub fn serve(listener: &std::net::TcpListener, state: &State<'_>, stop: &AtomicBool) {
+    server::serve(listener, THREADS, stop, &|request| handle(request, state))
 }
 
 fn text(code: u16, body: impl Into<String>) -> Reply {
-    Response::from_string(body.into())
-        .with_status_code(code)
-        .with_header(header("Content-Type", "text/plain; charset=utf-8"))
+    Reply::text(code, body)
 }
 
 fn json(code: u16, value: &serde_json::Value) -> Reply {
-    Response::from_string(format!("{value}\n"))
-        .with_status_code(code)
-        .with_header(header("Content-Type", "application/json"))
+    Reply {
+        status: code,
+        content_type: "application/json",
+        headers: Vec::new(),
+        body: Body::Owned(format!("{value}\n").into_bytes()),
+        hold: None,
+    }
 }
 
-fn handle(request: Request, state: &State<'_>, encoder: &mut Option<JpegEncoder>) {
-    let path = request.url().split(['?', '#']).next().unwrap_or("");
-    let method = request.method().clone();
-    let reading = matches!(method, Method::Get | Method::Head);
-    let reply = match (path, reading, &method) {
-        ("/metrics", true, _) => Response::from_string(metrics(state)).with_header(header(
-            "Content-Type",
-            "text/plain; version=0.0.4; charset=utf-8",
-        )),
+fn handle(request: &Request<'_>, state: &State<'_>) -> Reply {
+    let reading = matches!(request.method, "GET" | "HEAD");
+    match (request.path, reading, request.method) {
+        ("/metrics", true, _) => Reply {
+            status: 200,
+            content_type: "text/plain; version=0.0.4; charset=utf-8",
+            headers: Vec::new(),
+            body: Body::Owned(metrics(state).into_bytes()),
+            hold: None,
+        },
         ("/healthz", true, _) => healthz(state),
         ("/status", true, _) => json(200, &status(state)),
-        ("/snapshot.jpg", true, _) => snapshot_jpeg(state, encoder),
-        ("/snapshot", _, Method::Post) => take_snapshot(state),
+        ("/snapshot.jpg", true, _) => snapshot_jpeg(state),
+        ("/snapshot", _, "POST") => take_snapshot(state),
         ("/metrics" | "/healthz" | "/status" | "/snapshot.jpg", _, _) => {
-            text(405, "method not allowed: use GET\n").with_header(header("Allow", "GET, HEAD"))
+            text(405, "method not allowed: use GET\n").with_header("Allow", "GET, HEAD")
         }
         ("/snapshot", _, _) => {
-            text(405, "method not allowed: use POST\n").with_header(header("Allow", "POST"))
+            text(405, "method not allowed: use POST\n").with_header("Allow", "POST")
         }
         _ => text(
             404,
             "not found; try /metrics, /healthz, /status, /snapshot.jpg or POST /snapshot\n",
         ),
-    };
-    // A client that went away is no concern of the recorder's.
-    let _ = request.respond(reply);
+    }
 }
 
 fn condition(state: &State<'_>) -> Condition {
@@ -240,6 +238,8 @@ fn status(state: &State<'_>) -> serde_json::Value {
             "bytes_written": s.bytes,
             "dropped": dropped,
             "missed_ticks": s.missed_ticks,
+            "skipped_input": s.skipped_input,
+            "skipped_bytes": s.skipped_bytes,
             "deleted_files": s.deleted_files,
             "deleted_bytes": s.deleted_bytes,
             "delete_failed": s.delete_failed,
@@ -251,7 +251,29 @@ fn status(state: &State<'_>) -> serde_json::Value {
 }
 
 /// The newest frame as JPEG: encoded once per frame, however many ask.
-fn snapshot_jpeg(state: &State<'_>, encoder: &mut Option<JpegEncoder>) -> Reply {
+fn snapshot_jpeg(state: &State<'_>) -> Reply {
+    // Large answers to slow readers hold a thread for up to the write
+    // deadline: at most half the threads do, the rest answer /healthz.
+    let started = Instant::now();
+    let writing = loop {
+        let writing = InFlight::enter(&state.previews_writing);
+        if writing.count <= PREVIEW_WRITERS {
+            break writing;
+        }
+        drop(writing);
+        if started.elapsed() > Duration::from_secs(2) {
+            return text(
+                503,
+                "busy: other clients are being sent the preview; try again\n",
+            );
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    thread_local! {
+        // libjpeg-turbo's state belongs to one thread: each has its own.
+        static ENCODER: std::cell::RefCell<Option<JpegEncoder>> =
+            const { std::cell::RefCell::new(None) };
+    }
     state.preview.watched();
     let mut cache = state.jpeg.lock().unwrap_or_else(|e| e.into_inner());
     let jpeg = {
@@ -265,7 +287,8 @@ fn snapshot_jpeg(state: &State<'_>, encoder: &mut Option<JpegEncoder>) -> Reply 
         };
         let key = crate::capture::epoch_ns(frame.captured_at);
         if key != cache.0 || cache.1.is_empty() {
-            match preview_jpeg(frame, encoder) {
+            let made = ENCODER.with(|e| preview_jpeg(frame, &mut e.borrow_mut()));
+            match made {
                 Ok(bytes) => *cache = (key, Arc::new(bytes)),
                 Err(e) => {
                     return text(
@@ -278,9 +301,13 @@ fn snapshot_jpeg(state: &State<'_>, encoder: &mut Option<JpegEncoder>) -> Reply 
         cache.1.clone()
     };
     drop(cache);
-    Response::from_data(jpeg.as_ref().clone())
-        .with_header(header("Content-Type", "image/jpeg"))
-        .with_header(header("Cache-Control", "no-store"))
+    Reply {
+        status: 200,
+        content_type: "image/jpeg",
+        headers: vec![("Cache-Control", "no-store".into())],
+        body: Body::Shared(jpeg),
+        hold: Some(Box::new(writing)),
+    }
 }
 
 /// Encodes a preview frame (a camera's JPEG is served as it is).
@@ -307,6 +334,18 @@ fn preview_jpeg(
 }
 
 fn take_snapshot(state: &State<'_>) -> Reply {
+    // A stalled source would hold the request for nothing.
+    if !condition(state).camera_up && state.stats.captured.load(Relaxed) > 0 {
+        return text(
+            503,
+            "the source sends no frames; the next frame captured is kept\n",
+        );
+    }
+    let waiting = state.snapshot_waiters.fetch_add(1, Relaxed);
+    let _leave = Leave(&state.snapshot_waiters);
+    if waiting >= SNAPSHOT_WAITERS {
+        return text(503, "busy: other snapshots are being taken; try again\n");
+    }
     let (reply, answer) = crossbeam_channel::bounded(1);
     state.snapshots.request(state.flags, reply);
     match answer.recv_timeout(SNAPSHOT_WAIT) {
@@ -315,6 +354,38 @@ fn take_snapshot(state: &State<'_>) -> Reply {
             503,
             "no frame came within 5 s (is the source stalled?); the next frame captured is kept\n",
         ),
+    }
+}
+
+/// Counts a waiter out when dropped.
+struct Leave<'a>(&'a std::sync::atomic::AtomicUsize);
+
+impl Drop for Leave<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Relaxed);
+    }
+}
+
+/// One answer in flight, counted in a shared counter until dropped (it
+/// travels with the answer, so it is counted out once written).
+struct InFlight {
+    counter: Arc<std::sync::atomic::AtomicUsize>,
+    /// In flight with this one.
+    count: usize,
+}
+
+impl InFlight {
+    fn enter(counter: &Arc<std::sync::atomic::AtomicUsize>) -> InFlight {
+        InFlight {
+            counter: counter.clone(),
+            count: counter.fetch_add(1, Relaxed) + 1,
+        }
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.counter.fetch_sub(1, Relaxed);
     }
 }
 
@@ -480,6 +551,16 @@ fn metrics(state: &State<'_>) -> String {
                 "framerec_delete_failures",
                 "Deletions that failed (the file stays, counted in the quota)",
                 s.delete_failed,
+            ),
+            (
+                "framerec_input_skipped",
+                "Stretches of raw or MJPEG input skipped as not whole frames",
+                s.skipped_input,
+            ),
+            (
+                "framerec_input_skipped_bytes",
+                "Bytes of the input skipped as not whole frames",
+                s.skipped_bytes,
             ),
             (
                 "framerec_manifest_failures",
