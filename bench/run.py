@@ -14,7 +14,7 @@ wall time from start to exit, user+sys CPU time, peak RSS. It prints one
 table, with every target of the benchmark marked PASS or FAIL, and writes it
 to target/bench-report.md.
 
-    python3 bench/run.py [--runs N] [--quick] [--framerec BIN] [--no-deps]
+    python3 bench/run.py [--runs N] [--quick] [--framerec BIN [--label TEXT]] [--no-deps]
 
 Outputs go to target/bench-work/ (on the disk the repository is on; the
 script says so if that is a tmpfs), emptied and followed by sync() between
@@ -46,6 +46,7 @@ BIN = TARGET / "bench-bin"  # private copies: a build running meanwhile cannot s
 ALONE = BIN / "turbojpeg-alone"
 MEASURE = BIN / "bench-measure"
 REPORT = TARGET / "bench-report.md"
+RESULTS = TARGET / "bench-runs.json"  # every run's figures, in the order they ran
 
 WIDTH, HEIGHT = 1920, 1080
 RGB_FRAME_BYTES = WIDTH * HEIGHT * 3
@@ -550,6 +551,8 @@ def main():
     parser.add_argument("--quick", action="store_true", help="30 frames, one run: a smoke check")
     parser.add_argument("--frames", type=int, default=300, help="frames per run (default 300)")
     parser.add_argument("--framerec", help="measure this framerec binary instead of building one")
+    parser.add_argument("--label", help="how the report names the framerec measured "
+                        "(default: the commit it was built from, or --framerec's path)")
     parser.add_argument("--no-deps", action="store_true", help="do not run scripts/deps.sh bench")
     parser.add_argument("--quiet-wait", type=float, default=20,
                         help="before each run, wait up to this many seconds for other processes "
@@ -594,6 +597,7 @@ def main():
     ]
     results = {key: [] for key, _, _ in cases}
     others = []  # cores used by other processes during each run
+    ledger = []
     for rep in range(runs):
         order = cases if rep % 2 == 0 else list(reversed(cases))
         for key, label, function in order:
@@ -603,9 +607,16 @@ def main():
                 log(f"bench: other processes keep {before:.1f} cores busy; running anyway")
             b0, o0 = busy_and_own()
             t0 = time.perf_counter()
-            results[key].append(function(key))
+            run = function(key)
             b1, o1 = busy_and_own()
             others.append(max(0.0, (b1 - b0) - (o1 - o0)) / (time.perf_counter() - t0))
+            results[key].append(run)
+            ledger.append({"case": key, "rep": rep + 1, "files": run.files, "wall": run.wall,
+                           "cpu": run.cpu, "maxrss_kib": run.rss_kib, "bytes": run.bytes,
+                           "other_cores": others[-1],
+                           "other_cores_before": before,
+                           **{k: v for k, v in run.extra.items() if k == "fed"}})
+            RESULTS.write_text(json.dumps(ledger, indent=1))
     shutil.rmtree(WORK / "out", ignore_errors=True)
 
     def rate(key):
@@ -684,7 +695,7 @@ def main():
         "",
         f"{count} frames {WIDTH}x{HEIGHT} of FFmpeg's testsrc2 with temporal noise (noise=alls={NOISE}:allf=t), "
         f"{runs} run{'s' if runs > 1 else ''} of each case in alternating order; "
-        f"framerec {framerec_source}; "
+        f"framerec {args.label or framerec_source}; "
         f"{cores} cores ({cpu_model()}), {mem_total_gib():.0f} GiB, Linux {platform.release()}, "
         f"output on {fstype} ({mount}). Other processes used {statistics.mean(others):.2f} cores"
         f" on average during the runs (at most {max(others):.2f}). Took {elapsed / 60:.1f} min.",
