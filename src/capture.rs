@@ -205,7 +205,6 @@ impl Capture<'_> {
         let mut closed = Counts::default();
         let mut current = self.producer.take_buffer();
         let mut held: Option<Frame> = None;
-        let mut stash: Option<Frame> = None;
         let result = loop {
             if self.flags.stop.load(Ordering::Relaxed) || !self.wait_for_budget() {
                 break Ok(());
@@ -215,7 +214,7 @@ impl Capture<'_> {
                 schedule = Schedule::new(every);
                 // A frame held back for the old schedule is let go.
                 if let Some(frame) = held.take() {
-                    stash.get_or_insert(frame);
+                    self.producer.recycle(frame);
                 }
             }
             if let Some((options, format)) = reloadable.source.changed(&mut source_seen) {
@@ -277,13 +276,18 @@ impl Capture<'_> {
             }
             if pick.held {
                 if let Some(frame) = held.take() {
-                    stash = Some(self.push(frame));
+                    let back = self.push(frame);
+                    self.producer.recycle(back);
                 }
             }
             if pick.current {
                 let before = self.next_seq;
                 current = self.push(current);
-                held = None;
+                // A frame still held back was not picked: its buffer goes
+                // back to the ring (every buffer must, or capture runs dry).
+                if let Some(frame) = held.take() {
+                    self.producer.recycle(frame);
+                }
                 if let Some(waiters) = asked.filter(|_| self.next_seq != before) {
                     for waiter in waiters {
                         let _ = waiter.try_send(before);
@@ -293,9 +297,7 @@ impl Capture<'_> {
                 // The current frame waits for the next one; the frame it
                 // replaces (never picked) becomes the next buffer.
                 let replaced = held.replace(current);
-                current = replaced
-                    .or_else(|| stash.take())
-                    .unwrap_or_else(|| self.producer.take_buffer());
+                current = replaced.unwrap_or_else(|| self.producer.take_buffer());
             }
         };
         self.publish(&source, &closed);

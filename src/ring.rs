@@ -94,6 +94,8 @@ pub struct Producer {
     free_rx: Receiver<Frame>,
     queued: Occupancy,
     when_full: Overflow,
+    /// To give buffers back (frames held back, then not picked).
+    free_tx: Sender<Frame>,
 }
 
 /// An encoder's end of the ring (cloneable: one per worker).
@@ -157,6 +159,7 @@ pub fn ring(
             free_rx,
             when_full,
             queued: queued.clone(),
+            free_tx: free_tx.clone(),
         },
         Consumer {
             filled_rx,
@@ -170,6 +173,12 @@ impl Producer {
     /// A free buffer for the next frame. Free buffers always exist while the
     /// capture thread holds fewer than [`HELD_BY_CAPTURE`]; if the encoders
     /// have died this gives a fresh one rather than hang.
+    /// Gives a buffer whose frame is not queued back to the free ones.
+    pub fn recycle(&self, frame: Frame) {
+        // The free channel has room for every buffer.
+        let _ = self.free_tx.try_send(frame);
+    }
+
     /// How many frames wait (for the metrics).
     pub fn occupancy(&self) -> Occupancy {
         self.queued.clone()

@@ -371,3 +371,35 @@ fn small_frames_on_an_idle_pipe_are_not_held_back() {
     wait_with_timeout(&mut child, Duration::from_secs(10));
     assert_success(&child.wait_with_output().unwrap());
 }
+
+/// Every frame buffer comes back to the ring whatever the schedule does
+/// with it: with a frame held back at each tick (an interval schedule) and
+/// snapshots asked for between ticks, capture keeps the source's rate for
+/// as long as it runs (it once ran dry after 20 picks and fell to a few
+/// frames a second, missing ticks).
+#[test]
+fn interval_schedules_and_snapshots_never_run_capture_dry() {
+    let env = Env::new();
+    env.config("[source]\nwidth = 64\nheight = 48\nfps = 30\n[snapshot]\nevery = \"100ms\"\n");
+    let mut child = env.spawn(false);
+    env.wait_for_lock("cam0");
+    // 40 snapshots asked for between the ticks, then more ticks.
+    for _ in 0..40 {
+        signal(&child, "USR1");
+        std::thread::sleep(Duration::from_millis(35));
+    }
+    std::thread::sleep(Duration::from_secs(3));
+    signal(&child, "TERM");
+    wait_with_timeout(&mut child, Duration::from_secs(30));
+    let output = child.wait_with_output().unwrap();
+    assert_success(&output);
+    let log = stderr(&output);
+    let captured = summary_count(&log, "captured ");
+    let picked = summary_count(&log, "picked ");
+    let missed = summary_count(&log, "missed ticks ");
+    // About 4.4 s at 30 fps (130 frames) and 44 ticks plus the snapshots:
+    // a ring run dry captured a third of that and missed most ticks.
+    assert!(captured >= 90, "{log}");
+    assert!(picked >= 60, "{log}");
+    assert!(missed <= 4, "{log}");
+}
