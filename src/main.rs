@@ -160,12 +160,32 @@ fn main() -> ExitCode {
     }
 }
 
+/// Lifts the soft limit on open files to the hard one (systemd gives 1024
+/// and 524288): HTTP clients must never leave the writers without
+/// descriptors.
+fn raise_file_limit() {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit with a valid resource and a pointer to a
+    // live rlimit.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max
+        {
+            limit.rlim_cur = limit.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+        }
+    }
+}
+
 /// Records with `settings`, read from `config` (read again on HUP).
 fn record(
     settings: &Settings,
     config: Option<&std::path::Path>,
     limits: Limits,
 ) -> anyhow::Result<()> {
+    raise_file_limit();
     let (control_tx, control_rx) = crossbeam_channel::bounded(16);
     let signals = daemon::forward_signals(control_tx, Exit::Quit as i32)?;
     let reload = config.map(|path| move || Settings::load(path));

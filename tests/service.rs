@@ -818,6 +818,15 @@ fn slow_and_silent_clients_never_keep_healthz_or_a_stop_waiting() {
         let _ = s.write_all(b"GET /snapshot.jpg HTTP/1.1\r\n\r\n");
         held.push(s);
     }
+    // 30 that promise a large body and send none, 150 that send nothing.
+    for _ in 0..30 {
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        let _ = s.write_all(b"GET /metrics HTTP/1.1\r\nContent-Length: 1000000000\r\n\r\n");
+        held.push(s);
+    }
+    for _ in 0..150 {
+        held.push(std::net::TcpStream::connect(("127.0.0.1", port)).unwrap());
+    }
     // /healthz still answers at once.
     let asked = Instant::now();
     let (status, _, body) = http(port, "GET", "/healthz");

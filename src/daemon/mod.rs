@@ -279,6 +279,9 @@ pub fn run(
             condition: &condition,
         };
         let let_go = supervisor.run(health);
+        // Stopping: the endpoints answer no more (what waits is dropped, an
+        // answer being sent has its deadline), while the frames drain.
+        http_stop.store(true, Ordering::SeqCst);
         // The workers hold the only handles now: retention ends after them.
         drop(retention_handle);
         let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
@@ -296,8 +299,6 @@ pub fn run(
                 flags.failed.store(true, Ordering::SeqCst);
             }
         }
-        // The endpoints answered while the frames were drained.
-        http_stop.store(true, Ordering::SeqCst);
         for server in servers {
             let _ = server.join();
         }

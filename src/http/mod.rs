@@ -118,8 +118,8 @@ impl<'a> State<'a> {
     }
 }
 
-/// Threads answering requests: enough that slow clients (each cut off
-/// after the server's deadlines) do not hold up a scrape.
+/// Threads answering requests: two for /healthz, /metrics and /status,
+/// the rest for the preview and snapshots (whose answers may take long).
 pub const THREADS: usize = 6;
 /// How long `POST /snapshot` waits for the frame to be picked.
 const SNAPSHOT_WAIT: Duration = Duration::from_secs(5);
@@ -127,7 +127,7 @@ const SNAPSHOT_WAIT: Duration = Duration::from_secs(5);
 /// they never take every thread from `/healthz`.
 const SNAPSHOT_WAITERS: usize = 2;
 /// `/snapshot.jpg` answers written at once.
-const PREVIEW_WRITERS: usize = THREADS / 2;
+const PREVIEW_WRITERS: usize = THREADS - 3;
 
 /// Binds the listening socket (before anything else: a taken port is a
 /// setup error that leaves nothing behind).
@@ -145,7 +145,12 @@ pub fn bind(options: &Options) -> anyhow::Result<std::net::TcpListener> {
 
 /// Answers requests until `stop` is set (on [`THREADS`] threads).
 pub fn serve(listener: &std::net::TcpListener, state: &State<'_>, stop: &AtomicBool) {
-    server::serve(listener, THREADS, stop, &|request| handle(request, state))
+    let pools = server::Pools {
+        fast: 2,
+        slow: THREADS - 2,
+        is_slow: &|path| path.starts_with("/snapshot"),
+    };
+    server::serve(listener, pools, stop, &|request| handle(request, state))
 }
 
 fn text(code: u16, body: impl Into<String>) -> Reply {

@@ -130,31 +130,66 @@ struct Ready {
 /// every worker has finished.
 pub fn serve(
     listener: &TcpListener,
-    workers: usize,
+    pools: Pools<'_>,
     stop: &AtomicBool,
     handle: &(dyn Fn(&Request<'_>) -> Reply + Sync),
 ) {
+    lower_priority();
     let loopback = listener.local_addr().is_ok_and(|a| a.ip().is_loopback());
-    let (tx, rx) = bounded::<Ready>(QUEUE);
+    let (fast_tx, fast_rx) = bounded::<Ready>(QUEUE);
+    let (slow_tx, slow_rx) = bounded::<Ready>(QUEUE);
     std::thread::scope(|scope| {
-        for k in 0..workers {
-            let rx = rx.clone();
-            let spawned = std::thread::Builder::new()
-                .name(format!("http-{k}"))
-                .spawn_scoped(scope, move || {
-                    for ready in rx {
-                        answer(ready, loopback, handle);
-                    }
-                });
-            if let Err(e) = spawned {
-                tracing::warn!(error = %e, "http: cannot start a worker thread");
+        let sets = [
+            ("http", pools.fast, &fast_rx),
+            ("http-slow", pools.slow, &slow_rx),
+        ];
+        for (name, workers, rx) in sets {
+            for k in 0..workers {
+                let rx = rx.clone();
+                let spawned = std::thread::Builder::new()
+                    .name(format!("{name}-{k}"))
+                    .spawn_scoped(scope, move || {
+                        lower_priority();
+                        for ready in rx {
+                            // Stopping: what waits is not answered (the
+                            // recorder's stop never waits for clients).
+                            if !stop.load(Relaxed) {
+                                answer(ready, loopback, handle);
+                            }
+                        }
+                    });
+                if let Err(e) = spawned {
+                    tracing::warn!(error = %e, "http: cannot start a worker thread");
+                }
             }
         }
-        drop(rx);
-        accept(listener, &tx, stop);
-        // Dropping the sender ends the workers once the queue is answered.
-        drop(tx);
+        drop((fast_rx, slow_rx));
+        accept(listener, [&fast_tx, &slow_tx], pools.is_slow, stop);
+        // Dropping the senders ends the workers once their queues are empty.
+        drop((fast_tx, slow_tx));
     });
+}
+
+/// The worker threads: answers that may take long (a large preview to a
+/// slow reader, a snapshot waited for) have their own, so the others
+/// (`/healthz`) never wait behind them.
+#[derive(Clone, Copy)]
+pub struct Pools<'a> {
+    pub fast: usize,
+    pub slow: usize,
+    /// Whether a request path goes to the slow pool.
+    pub is_slow: &'a (dyn Fn(&str) -> bool + Sync),
+}
+
+/// The HTTP threads yield to capture and the encoders when the CPU is
+/// short (a nice value of 10; recording comes first).
+fn lower_priority() {
+    // SAFETY: setpriority on this thread's own id has no preconditions; a
+    // failure leaves the priority as it was.
+    unsafe {
+        let tid = libc::gettid();
+        let _ = libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, 10);
+    }
 }
 
 /// Answers a short error at once and closes (the accept thread's own
@@ -175,7 +210,12 @@ fn refuse(stream: &TcpStream, status: u16) {
 
 /// The accept loop: accepts, reads request heads as they arrive (all
 /// sockets non-blocking, one `poll`), and queues whole requests.
-fn accept(listener: &TcpListener, tx: &crossbeam_channel::Sender<Ready>, stop: &AtomicBool) {
+fn accept(
+    listener: &TcpListener,
+    [fast, slow]: [&crossbeam_channel::Sender<Ready>; 2],
+    is_slow: &(dyn Fn(&str) -> bool + Sync),
+    stop: &AtomicBool,
+) {
     use rustix::event::{poll, PollFd, PollFlags};
     let errors = RateLimit::default();
     let started = Instant::now();
@@ -212,12 +252,14 @@ fn accept(listener: &TcpListener, tx: &crossbeam_channel::Sender<Ready>, stop: &
                 Ok(n) => {
                     let from = p.head.len().saturating_sub(3);
                     p.head.extend_from_slice(&chunk[..n]);
-                    if let Some(end) = p.head[from..].windows(4).position(|w| w == b"\r\n\r\n") {
+                    if let Some(head_len) = head_end(&p.head, from) {
                         let p = pending.swap_remove(i);
+                        let path = request_path(&p.head[..head_len]);
+                        let tx = if is_slow(path) { slow } else { fast };
                         let ready = Ready {
                             stream: p.stream,
                             head: p.head,
-                            head_len: from + end + 4,
+                            head_len,
                         };
                         if let Err(e) = tx.try_send(ready) {
                             refuse(&e.into_inner().stream, 503);
@@ -253,8 +295,12 @@ fn accept(listener: &TcpListener, tx: &crossbeam_channel::Sender<Ready>, stop: &
                     let _ = stream.set_nonblocking(true);
                     let _ = stream.set_nodelay(true);
                     if pending.len() >= QUEUE {
-                        refuse(&stream, 503);
-                        continue;
+                        // Full of connections that send nothing: the one
+                        // idle longest goes, so a new client is always read
+                        // (a real one sends its head at once).
+                        if let Some(oldest) = (0..pending.len()).min_by_key(|&i| pending[i].since) {
+                            refuse(&pending.swap_remove(oldest).stream, 408);
+                        }
                     }
                     pending.push(Pending {
                         stream,
@@ -277,12 +323,48 @@ fn accept(listener: &TcpListener, tx: &crossbeam_channel::Sender<Ready>, stop: &
     }
 }
 
+/// Where the head ends (after CRLF CRLF, or a bare LF LF as some clients
+/// send), searching from `from`.
+fn head_end(head: &[u8], from: usize) -> Option<usize> {
+    let from = from.min(head.len());
+    let crlf = head[from..]
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map(|i| from + i + 4);
+    let lf = head[from..]
+        .windows(2)
+        .position(|w| w == b"\n\n")
+        .map(|i| from + i + 2);
+    match (crlf, lf) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+/// The path of a request head's first line (for routing; `""` if none).
+fn request_path(head: &[u8]) -> &str {
+    let line = head.split(|&b| b == b'\n').next().unwrap_or(&[]);
+    let target = line.split(|&b| b == b' ').nth(1).unwrap_or(&[]);
+    std::str::from_utf8(target).unwrap_or("")
+}
+
 /// Whether a `Host` (or an `Origin`'s host) names this machine by address
 /// or as `localhost`.
 fn local_name(host: &str) -> bool {
     let host = host.trim();
     let name = if let Some(v6) = host.strip_prefix('[') {
-        v6.split(']').next().unwrap_or("")
+        match v6.split_once(']') {
+            // Only a port may follow the address.
+            Some((addr, rest))
+                if rest.is_empty()
+                    || rest
+                        .strip_prefix(':')
+                        .is_some_and(|p| p.bytes().all(|b| b.is_ascii_digit())) =>
+            {
+                addr
+            }
+            _ => return false,
+        }
     } else {
         host.rsplit_once(':').map_or(host, |(h, _)| h)
     };
@@ -314,14 +396,14 @@ fn answer(ready: Ready, loopback: bool, handle: &(dyn Fn(&Request<'_>) -> Reply 
 /// status to answer.
 fn parse(head: &[u8], loopback: bool) -> Result<(Request<'_>, usize), u16> {
     let text = std::str::from_utf8(head).map_err(|_| 400u16)?;
-    let mut lines = text.split("\r\n");
+    let mut lines = text.split('\n').map(|l| l.strip_suffix('\r').unwrap_or(l));
     let mut parts = lines.next().unwrap_or("").split(' ');
     let (Some(method), Some(target), Some(version), None) =
         (parts.next(), parts.next(), parts.next(), parts.next())
     else {
         return Err(400);
     };
-    if !version.starts_with("HTTP/1.") || method.is_empty() {
+    if !matches!(version, "HTTP/1.0" | "HTTP/1.1") || method.is_empty() {
         return Err(400);
     }
     // Origin form ("/metrics?x") or absolute form ("http://host/metrics").
@@ -336,8 +418,16 @@ fn parse(head: &[u8], loopback: bool) -> Result<(Request<'_>, usize), u16> {
     let (mut host, mut origin, mut body_len) = (None, None, 0usize);
     for line in lines.filter(|l| !l.is_empty()) {
         let (name, value) = line.split_once(':').ok_or(400u16)?;
+        // No whitespace in a field name (RFC 9112: such a field is refused,
+        // not read as another).
+        if name.is_empty() || name.bytes().any(|b| b.is_ascii_whitespace()) {
+            return Err(400);
+        }
         let value = value.trim();
         if name.eq_ignore_ascii_case("host") {
+            if host.is_some() {
+                return Err(400);
+            }
             host = Some(value);
         } else if name.eq_ignore_ascii_case("origin") {
             origin = Some(value);
@@ -354,8 +444,9 @@ fn parse(head: &[u8], loopback: bool) -> Result<(Request<'_>, usize), u16> {
     if method != "GET" && method != "HEAD" {
         // A page of another site may send a POST (a snapshot) to a local
         // port: only a request from no page, or this origin, is taken.
+        // `Origin: null` comes from sandboxed frames and data: pages.
         let origin_host = origin.map(|o| o.split("://").nth(1).unwrap_or(o));
-        if origin_host.is_some_and(|o| o != "null" && Some(o) != host) {
+        if origin_host.is_some_and(|o| o == "null" || Some(o) != host) {
             return Err(403);
         }
     }
@@ -366,16 +457,18 @@ fn parse(head: &[u8], loopback: bool) -> Result<(Request<'_>, usize), u16> {
 /// with the head), so closing does not reset the connection under the
 /// answer.
 fn discard_body(stream: &mut TcpStream, already: &[u8], body_len: usize) {
+    // Only what has arrived: no endpoint takes a body, and waiting for one
+    // would let a client hold a thread.
     let mut left = body_len.min(MAX_BODY).saturating_sub(already.len());
     let mut scratch = [0u8; 4096];
-    let started = Instant::now();
-    while left > 0 && started.elapsed() < HEAD_DEADLINE {
-        let _ = stream.set_read_timeout(Some(Duration::from_secs(1)));
+    let _ = stream.set_nonblocking(true);
+    while left > 0 {
         match stream.read(&mut scratch[..left.min(4096)]) {
             Ok(0) | Err(_) => break,
             Ok(n) => left -= n,
         }
     }
+    let _ = stream.set_nonblocking(false);
 }
 
 /// Writes the answer, giving up after [`WRITE_DEADLINE`] in all.
@@ -463,5 +556,23 @@ mod tests {
         assert_eq!(parse(csrf, true).unwrap_err(), 403);
         let same = b"POST /snapshot HTTP/1.1\r\nHost: 127.0.0.1:8090\r\nOrigin: http://127.0.0.1:8090\r\n\r\n";
         assert!(parse(same, true).is_ok());
+        let null = b"POST /snapshot HTTP/1.1\r\nHost: 127.0.0.1:8090\r\nOrigin: null\r\n\r\n";
+        assert_eq!(parse(null, true).unwrap_err(), 403);
+        // Two Host fields, or a name with a space: refused, not guessed at.
+        let two = b"GET / HTTP/1.1\r\nHost: evil.example\r\nHost: 127.0.0.1\r\n\r\n";
+        assert_eq!(parse(two, true).unwrap_err(), 400);
+        let spaced = b"GET / HTTP/1.1\r\nHost : evil.example\r\n\r\n";
+        assert_eq!(parse(spaced, true).unwrap_err(), 400);
+        let glued = b"GET / HTTP/1.1\r\nHost: [::1]evil.example\r\n\r\n";
+        assert_eq!(parse(glued, true).unwrap_err(), 421);
+        assert_eq!(parse(b"GET / HTTP/1.9\r\n\r\n", true).unwrap_err(), 400);
+        // Bare line feeds end a head too.
+        let bare = b"GET /healthz HTTP/1.1\nHost: localhost\n\n";
+        assert_eq!(head_end(bare, 0), Some(bare.len()));
+        assert_eq!(parse(bare, true).unwrap().0.path, "/healthz");
+        assert_eq!(
+            request_path(b"GET /snapshot.jpg HTTP/1.1\r\n"),
+            "/snapshot.jpg"
+        );
     }
 }
