@@ -909,15 +909,17 @@ fn reloads_that_cannot_apply_live_are_refused_and_auto_threads_do_not_count() {
         .iter()
         .map(|l| env.out().join(l["path"].as_str().unwrap()))
         .collect();
-    // Every frame whole (one value) and in order: nothing torn or repeated.
-    for (k, image) in decode(&paths).iter().enumerate() {
-        let expected = k as i32;
+    // Every frame whole (one value) and numbered in order: nothing torn or
+    // repeated. (Manifest lines come in the order files became durable.)
+    for (line, image) in lines.iter().zip(decode(&paths)) {
+        let seq = line["seq"].as_u64().unwrap();
+        let expected = seq as i32 - 1;
         assert!(
             image
                 .pixels
                 .iter()
                 .all(|&p| (i32::from(p) - expected).abs() <= 2),
-            "file {k} is not frame {k}"
+            "file {seq} is not frame {expected}"
         );
     }
 }

@@ -77,6 +77,17 @@ pub(super) fn validate(raw: RawConfig, problems: &mut Problems<'_>) -> Option<Se
         .as_ref()
         .is_none_or(|t| *t.get_ref() == 0);
     let threads = encoder(&raw_encoder, problems);
+    // With fsync, a thread waiting for the disk leaves its core idle: one
+    // more than the cores keeps them encoding (durable files at nearly the
+    // speed of unsynced ones).
+    let durable = raw_output.fsync.as_ref().is_none_or(|v| *v.get_ref());
+    let threads = threads.map(|t| {
+        if raw_threads_auto && durable {
+            t + 1
+        } else {
+            t
+        }
+    });
     let http = http(&raw.http.unwrap_or_default(), problems);
 
     // Across sections, on the values involved alone (each valid by itself),
