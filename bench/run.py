@@ -111,6 +111,7 @@ def make_frames(count):
         if meta.get("params") == params:
             return folder, meta
     log(f"bench: making {count} frames {WIDTH}x{HEIGHT} in {folder}")
+    began = time.perf_counter()
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True)
     ffmpeg = ["ffmpeg", "-v", "error", "-y"]
@@ -133,6 +134,7 @@ def make_frames(count):
         fail(f"the MJPEG stream has {len(sizes)} frames, not {count}")
     meta = {"params": params, "mjpeg_mean_bytes": sum(sizes) / len(sizes)}
     done.write_text(json.dumps(meta))
+    meta["made_in"] = time.perf_counter() - began
     return folder, meta
 
 
@@ -698,7 +700,8 @@ def main():
         f"framerec {args.label or framerec_source}; "
         f"{cores} cores ({cpu_model()}), {mem_total_gib():.0f} GiB, Linux {platform.release()}, "
         f"output on {fstype} ({mount}). Other processes used {statistics.mean(others):.2f} cores"
-        f" on average during the runs (at most {max(others):.2f}). Took {elapsed / 60:.1f} min.",
+        f" on average during the runs (at most {max(others):.2f}). Took {elapsed / 60:.1f} min"
+        + (f" ({meta['made_in']:.0f} s of it making the frames)." if "made_in" in meta else "."),
         "",
         "| case | files/s, median (min–max) | CPU ms a file | peak RSS MiB | KB a file | targets |",
         "|---|---|---|---|---|---|",
