@@ -35,6 +35,23 @@ fn spawn_notified(
     (socket, child)
 }
 
+/// A whole notified run that must succeed, and what it said.
+fn notified_run(env: &Env, config: &std::path::Path, duration: &str) -> Vec<(Duration, String)> {
+    let (socket, mut child) = spawn_notified(env, config, duration);
+    let messages = collect(&socket, &mut child);
+    assert_success(&child.wait_with_output().unwrap());
+    messages
+}
+
+/// Makes a FIFO at `path`.
+fn mkfifo(path: &std::path::Path) {
+    let made = std::process::Command::new("mkfifo")
+        .arg(path)
+        .status()
+        .unwrap();
+    assert!(made.success(), "mkfifo {}", path.display());
+}
+
 fn collect(socket: &UnixDatagram, child: &mut std::process::Child) -> Vec<(Duration, String)> {
     let started = Instant::now();
     let mut messages = Vec::new();
@@ -56,9 +73,7 @@ fn collect(socket: &UnixDatagram, child: &mut std::process::Child) -> Vec<(Durat
 fn tells_systemd_ready_pings_the_watchdog_reports_status_and_stopping() {
     let env = Env::new();
     let config = env.config("[source]\nwidth = 32\nheight = 16\nfps = 20\n");
-    let (socket, mut child) = spawn_notified(&env, &config, "3s");
-    let messages = collect(&socket, &mut child);
-    assert_success(&child.wait_with_output().unwrap());
+    let messages = notified_run(&env, &config, "3s");
     let texts: Vec<&str> = messages.iter().map(|(_, t)| t.as_str()).collect();
     assert_eq!(
         texts.first().map(|t| t.trim()),
@@ -95,11 +110,7 @@ fn tells_systemd_ready_pings_the_watchdog_reports_status_and_stopping() {
 fn a_stalled_source_stops_the_watchdog_pings() {
     let env = Env::new();
     let fifo = env.path("frames.fifo");
-    assert!(std::process::Command::new("mkfifo")
-        .arg(&fifo)
-        .status()
-        .unwrap()
-        .success());
+    mkfifo(&fifo);
     let config = env.config(&format!(
         "[source]\nkind = \"raw\"\npath = \"{}\"\nwidth = 8\nheight = 8\nfps = 30\n\
          [snapshot]\nevery = \"frame\"\n",
@@ -554,11 +565,7 @@ fn healthz_turns_503_and_camera_up_0_when_the_source_stalls() {
     let env = Env::new();
     let port = free_port();
     let fifo = env.path("frames.fifo");
-    assert!(std::process::Command::new("mkfifo")
-        .arg(&fifo)
-        .status()
-        .unwrap()
-        .success());
+    mkfifo(&fifo);
     env.config(&format!(
         "[source]\nkind = \"raw\"\npath = \"{}\"\nwidth = 8\nheight = 8\nfps = 30\n\
          [snapshot]\nevery = \"frame\"\n[http]\nlisten = \"127.0.0.1:{port}\"\n",
@@ -597,9 +604,7 @@ fn a_camera_absent_at_start_is_ready_and_says_it_waits() {
     let env = Env::new();
     let config =
         env.config("[source]\nkind = \"camera\"\ndevice = \"/dev/framerec-no-such-camera\"\n");
-    let (socket, mut child) = spawn_notified(&env, &config, "3s");
-    let messages = collect(&socket, &mut child);
-    assert_success(&child.wait_with_output().unwrap());
+    let messages = notified_run(&env, &config, "3s");
     let texts: Vec<&str> = messages.iter().map(|(_, t)| t.as_str()).collect();
     assert_eq!(
         texts.first().map(|t| t.trim()),
@@ -768,11 +773,7 @@ fn a_config_replaced_by_a_fifo_is_refused_without_waiting() {
     let mut child = env.spawn(false);
     wait_for_files(&env, 3);
     std::fs::remove_file(&config).unwrap();
-    assert!(std::process::Command::new("mkfifo")
-        .arg(&config)
-        .status()
-        .unwrap()
-        .success());
+    mkfifo(&config);
     signal(&child, "HUP");
     std::thread::sleep(Duration::from_millis(500));
     let before = env.manifest().len();
@@ -855,11 +856,7 @@ fn slow_and_silent_clients_never_keep_healthz_or_a_stop_waiting() {
 fn reloads_that_cannot_apply_live_are_refused_and_auto_threads_do_not_count() {
     let env = Env::new();
     let fifo = env.path("frames.fifo");
-    assert!(std::process::Command::new("mkfifo")
-        .arg(&fifo)
-        .status()
-        .unwrap()
-        .success());
+    mkfifo(&fifo);
     let body = |fps: u32, quality: u32| {
         format!(
             "[source]\nkind = \"raw\"\npath = \"{}\"\nwidth = 8\nheight = 8\npixel_format = \"gray\"\nfps = {fps}\n\
