@@ -213,6 +213,9 @@ pub(crate) struct Retention<'a> {
     /// The directory files were last deleted from, open.
     held: Option<Held>,
     rescan_at: Option<Instant>,
+    /// New directories to look in once more (files put in them before the
+    /// watcher watched them, after the first look, are seen then).
+    look_again: Vec<(Instant, String)>,
     error_limit: RateLimit,
     started: Instant,
     /// Rescan every so often even when nothing looks wrong.
@@ -240,6 +243,7 @@ impl<'a> Retention<'a> {
             removed_dirs: HashSet::new(),
             held: None,
             rescan_at: None,
+            look_again: Vec::new(),
             error_limit: RateLimit::default(),
             started: Instant::now(),
             rescan_every: Duration::from_secs(600),
@@ -373,6 +377,11 @@ impl<'a> Retention<'a> {
                 recv(checks) -> _ => {
                     if self.quota.is_empty() {
                         continue;
+                    }
+                    let now = Instant::now();
+                    while let Some(i) = self.look_again.iter().position(|(at, _)| *at <= now) {
+                        let (_, relative) = self.look_again.swap_remove(i);
+                        self.record_tree(&relative, relative.split('/').count());
                     }
                     let due = self.rescan_at.is_some_and(|at| Instant::now() >= at)
                         || last_rescan.elapsed() >= self.rescan_every;
@@ -546,8 +555,14 @@ impl<'a> Retention<'a> {
             {
                 // A directory made (by us: one per day, hour or second, as
                 // the template says) or moved in: it may hold owned files
-                // already. Look in it alone, not the whole tree.
+                // already. Look in it alone, not the whole tree; and once
+                // more in a second, for files put in it before the watcher
+                // watched it but after this look.
                 self.record_tree(relative, relative.split('/').count());
+                if self.look_again.len() < 64 {
+                    self.look_again
+                        .push((Instant::now() + CHECK_EVERY, relative.to_owned()));
+                }
             }
         }
     }
