@@ -43,6 +43,17 @@ fn notified_run(env: &Env, config: &std::path::Path, duration: &str) -> Vec<(Dur
     messages
 }
 
+/// The messages' texts, checking that the first is READY=1.
+fn texts_ready_first(messages: &[(Duration, String)]) -> Vec<&str> {
+    let texts: Vec<&str> = messages.iter().map(|(_, t)| t.as_str()).collect();
+    assert_eq!(
+        texts.first().map(|t| t.trim()),
+        Some("READY=1"),
+        "{texts:?}"
+    );
+    texts
+}
+
 /// Makes a FIFO at `path`.
 fn mkfifo(path: &std::path::Path) {
     let made = std::process::Command::new("mkfifo")
@@ -74,12 +85,7 @@ fn tells_systemd_ready_pings_the_watchdog_reports_status_and_stopping() {
     let env = Env::new();
     let config = env.config("[source]\nwidth = 32\nheight = 16\nfps = 20\n");
     let messages = notified_run(&env, &config, "3s");
-    let texts: Vec<&str> = messages.iter().map(|(_, t)| t.as_str()).collect();
-    assert_eq!(
-        texts.first().map(|t| t.trim()),
-        Some("READY=1"),
-        "{texts:?}"
-    );
+    let texts = texts_ready_first(&messages);
     assert_eq!(
         texts.last().map(|t| t.trim()),
         Some("STOPPING=1"),
@@ -605,12 +611,7 @@ fn a_camera_absent_at_start_is_ready_and_says_it_waits() {
     let config =
         env.config("[source]\nkind = \"camera\"\ndevice = \"/dev/framerec-no-such-camera\"\n");
     let messages = notified_run(&env, &config, "3s");
-    let texts: Vec<&str> = messages.iter().map(|(_, t)| t.as_str()).collect();
-    assert_eq!(
-        texts.first().map(|t| t.trim()),
-        Some("READY=1"),
-        "{texts:?}"
-    );
+    let texts = texts_ready_first(&messages);
     assert!(
         texts
             .iter()
