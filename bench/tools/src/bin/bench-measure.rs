@@ -25,16 +25,19 @@ extern "C" fn forward(signal: libc::c_int) {
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
-    assert!(
-        args.len() > 3 && args[2] == "--",
-        "usage: bench-measure OUT -- COMMAND [ARGS...]"
-    );
+    if !(args.len() > 3 && args[2] == "--") {
+        eprintln!("usage: bench-measure OUT -- COMMAND [ARGS...]");
+        std::process::exit(2);
+    }
     let out = &args[1];
     let started = Instant::now();
-    let child = Command::new(&args[3])
-        .args(&args[4..])
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot start {}: {e}", args[3]));
+    let child = match Command::new(&args[3]).args(&args[4..]).spawn() {
+        Ok(child) => child,
+        Err(e) => {
+            eprintln!("bench-measure: cannot start {}: {e}", args[3]);
+            std::process::exit(127);
+        }
+    };
     let pid = child.id() as libc::pid_t;
     CHILD.store(pid, Ordering::Relaxed);
     let handler = forward as extern "C" fn(libc::c_int) as libc::sighandler_t;
@@ -52,10 +55,11 @@ fn main() {
         if r == pid {
             break;
         }
-        assert!(
-            std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted,
-            "wait4 failed"
-        );
+        let error = std::io::Error::last_os_error();
+        if error.kind() != std::io::ErrorKind::Interrupted {
+            eprintln!("bench-measure: cannot wait for {}: {error}", args[3]);
+            std::process::exit(1);
+        }
     }
     let wall = started.elapsed().as_secs_f64();
     let seconds = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
@@ -65,13 +69,13 @@ fn main() {
     } else {
         128 + libc::WTERMSIG(status)
     };
-    std::fs::write(
-        out,
-        format!(
-            "{{\"wall\": {wall:.6}, \"cpu\": {cpu:.6}, \"maxrss_kib\": {}, \"exit\": {code}}}\n",
-            usage.ru_maxrss
-        ),
-    )
-    .expect("write the result");
+    let result = format!(
+        "{{\"wall\": {wall:.6}, \"cpu\": {cpu:.6}, \"maxrss_kib\": {}, \"exit\": {code}}}\n",
+        usage.ru_maxrss
+    );
+    if let Err(e) = std::fs::write(&out, result) {
+        eprintln!("bench-measure: cannot write the result: {e}");
+        std::process::exit(if code == 0 { 1 } else { code });
+    }
     std::process::exit(code);
 }

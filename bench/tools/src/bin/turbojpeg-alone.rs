@@ -27,22 +27,45 @@ fn unix_now() -> f64 {
         .map_or(0.0, |d| d.as_secs_f64())
 }
 
-fn main() {
-    let args: Vec<String> = std::env::args().collect();
-    assert!(
-        args.len() == 4 || args.len() == 5,
-        "usage: turbojpeg-alone FILE WIDTH HEIGHT [START]"
-    );
-    let width: usize = args[2].parse().expect("WIDTH");
-    let height: usize = args[3].parse().expect("HEIGHT");
-    let data = std::fs::read(&args[1]).expect("read the frames");
-    let frame_bytes = width * height * 3;
-    let frames: Vec<&[u8]> = data.chunks_exact(frame_bytes).collect();
-    assert!(!frames.is_empty(), "no whole frame in the file");
+fn main() -> std::process::ExitCode {
+    match run() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("turbojpeg-alone: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
 
-    let mut compressor = turbojpeg::Compressor::new().unwrap();
-    compressor.set_quality(90).unwrap();
-    compressor.set_subsamp(turbojpeg::Subsamp::Sub2x2).unwrap();
+fn run() -> Result<(), String> {
+    let args: Vec<String> = std::env::args().collect();
+    if !(args.len() == 4 || args.len() == 5) {
+        return Err("usage: turbojpeg-alone FILE WIDTH HEIGHT [START]".into());
+    }
+    let number = |i: usize, what: &str| -> Result<usize, String> {
+        args[i]
+            .parse()
+            .map_err(|_| format!("{what} must be a whole number, not {:?}", args[i]))
+    };
+    let (width, height) = (number(2, "WIDTH")?, number(3, "HEIGHT")?);
+    let data = std::fs::read(&args[1]).map_err(|e| format!("cannot read {}: {e}", args[1]))?;
+    let frame_bytes = width * height * 3;
+    if frame_bytes == 0 {
+        return Err("WIDTH and HEIGHT must not be 0".into());
+    }
+    let frames: Vec<&[u8]> = data.chunks_exact(frame_bytes).collect();
+    if frames.is_empty() {
+        return Err(format!(
+            "no whole {width}x{height} RGB frame in {}",
+            args[1]
+        ));
+    }
+    let jpeg = |e: turbojpeg::Error| format!("libjpeg-turbo: {e}");
+    let mut compressor = turbojpeg::Compressor::new().map_err(jpeg)?;
+    compressor.set_quality(90).map_err(jpeg)?;
+    compressor
+        .set_subsamp(turbojpeg::Subsamp::Sub2x2)
+        .map_err(jpeg)?;
     let mut out = turbojpeg::OutputBuf::new_owned();
     let image = |pixels| turbojpeg::Image {
         pixels,
@@ -51,9 +74,13 @@ fn main() {
         height,
         format: turbojpeg::PixelFormat::RGB,
     };
-    compressor.compress(image(frames[0]), &mut out).unwrap(); // warm-up
+    compressor
+        .compress(image(frames[0]), &mut out)
+        .map_err(jpeg)?; // warm-up
     if let Some(start) = args.get(4) {
-        let start: f64 = start.parse().expect("START");
+        let start: f64 = start
+            .parse()
+            .map_err(|_| format!("START must be Unix seconds, not {start:?}"))?;
         let wait = start - unix_now();
         if wait > 0.0 {
             std::thread::sleep(std::time::Duration::from_secs_f64(wait));
@@ -65,7 +92,7 @@ fn main() {
     let unix_start = unix_now();
     let started = Instant::now();
     for frame in &frames {
-        compressor.compress(image(frame), &mut out).unwrap();
+        compressor.compress(image(frame), &mut out).map_err(jpeg)?;
         total_bytes += out.len();
     }
     let seconds = started.elapsed().as_secs_f64();
@@ -76,4 +103,5 @@ fn main() {
         frames.len(),
         total_bytes / frames.len()
     );
+    Ok(())
 }
