@@ -152,16 +152,18 @@ pub fn run(
         state: "starting".into(),
         ..Condition::default()
     });
-    let http_state = http::State::new(
-        settings.camera.clone(),
-        store.dir().to_owned(),
-        &stats,
-        &flags,
-        &snapshots,
-        &preview,
-        (occupancy, settings.ring.frames),
-        &condition,
-    );
+    let http_state = http::State {
+        camera: settings.camera.clone(),
+        dir: store.dir().to_owned(),
+        stats: &stats,
+        flags: &flags,
+        snapshots: &snapshots,
+        preview: &preview,
+        ring: occupancy,
+        ring_frames: settings.ring.frames,
+        condition: &condition,
+        served: http::Served::default(),
+    };
     let http_stop = AtomicBool::new(false);
     let capture_done = AtomicBool::new(false);
     let (retention_handle, requests) = Retention::channel();

@@ -68,7 +68,7 @@ pub struct Condition {
     pub settings: serde_json::Value,
 }
 
-/// What the handlers read.
+/// What the handlers read: the run's shared state, and the server's own.
 pub struct State<'a> {
     pub camera: String,
     pub dir: PathBuf,
@@ -79,7 +79,13 @@ pub struct State<'a> {
     pub ring: Occupancy,
     pub ring_frames: usize,
     pub condition: &'a Mutex<Condition>,
-    pub started: Instant,
+    /// Made with `Served::default()`.
+    pub served: Served,
+}
+
+/// What the server keeps between requests.
+pub struct Served {
+    started: Instant,
     /// The last preview encoded: its capture time (ns) and the JPEG.
     jpeg: Mutex<(u64, Arc<Vec<u8>>)>,
     /// `POST /snapshot` requests waiting now.
@@ -88,28 +94,9 @@ pub struct State<'a> {
     previews_writing: Arc<std::sync::atomic::AtomicUsize>,
 }
 
-impl<'a> State<'a> {
-    #[allow(clippy::too_many_arguments)]
-    pub fn new(
-        camera: String,
-        dir: PathBuf,
-        stats: &'a Stats,
-        flags: &'a Flags,
-        snapshots: &'a Snapshots,
-        preview: &'a Preview,
-        (ring, ring_frames): (Occupancy, usize),
-        condition: &'a Mutex<Condition>,
-    ) -> State<'a> {
-        State {
-            camera,
-            dir,
-            stats,
-            flags,
-            snapshots,
-            preview,
-            ring,
-            ring_frames,
-            condition,
+impl Default for Served {
+    fn default() -> Served {
+        Served {
             started: Instant::now(),
             jpeg: Mutex::new((0, Arc::new(Vec::new()))),
             snapshot_waiters: std::sync::atomic::AtomicUsize::new(0),
@@ -229,7 +216,7 @@ fn status(state: &State<'_>) -> serde_json::Value {
         "state": c.state,
         "healthy": c.problem.is_none(),
         "problem": c.problem,
-        "uptime_seconds": state.started.elapsed().as_secs_f64(),
+        "uptime_seconds": state.served.started.elapsed().as_secs_f64(),
         "settings": c.settings,
         "source": {
             "up": c.camera_up,
@@ -261,7 +248,7 @@ fn snapshot_jpeg(state: &State<'_>) -> Reply {
     // deadline: at most half the threads do, the rest answer /healthz.
     let started = Instant::now();
     let writing = loop {
-        let writing = InFlight::enter(&state.previews_writing);
+        let writing = InFlight::enter(&state.served.previews_writing);
         if writing.count <= PREVIEW_WRITERS {
             break writing;
         }
@@ -280,7 +267,7 @@ fn snapshot_jpeg(state: &State<'_>) -> Reply {
             const { std::cell::RefCell::new(None) };
     }
     state.preview.watched();
-    let mut cache = state.jpeg.lock().unwrap_or_else(|e| e.into_inner());
+    let mut cache = state.served.jpeg.lock().unwrap_or_else(|e| e.into_inner());
     let jpeg = {
         let slot = state
             .preview
@@ -346,8 +333,8 @@ fn take_snapshot(state: &State<'_>) -> Reply {
             "the source sends no frames; the next frame captured is kept\n",
         );
     }
-    let waiting = state.snapshot_waiters.fetch_add(1, Relaxed);
-    let _leave = Leave(&state.snapshot_waiters);
+    let waiting = state.served.snapshot_waiters.fetch_add(1, Relaxed);
+    let _leave = Leave(&state.served.snapshot_waiters);
     if waiting >= SNAPSHOT_WAITERS {
         return text(503, "busy: other snapshots are being taken; try again\n");
     }
@@ -478,7 +465,7 @@ fn metrics(state: &State<'_>) -> String {
         (
             "framerec_uptime_seconds",
             "Seconds since recording started",
-            state.started.elapsed().as_secs_f64(),
+            state.served.started.elapsed().as_secs_f64(),
         ),
     ];
     if newest > 0 {
