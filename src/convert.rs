@@ -151,32 +151,6 @@ fn expand_chroma(c: u32) -> u8 {
     ((c.saturating_sub(16) * 37303 + 16384) >> 15).min(255) as u8
 }
 
-/// Runs `body` compiled for AVX2 when the CPU has it (four times the work
-/// per instruction of the baseline x86-64 build), else as it is. The
-/// conversions below are written as plain loops over fixed-size chunks so
-/// that either build vectorises them.
-macro_rules! with_best_simd {
-    ($(#[$doc:meta])* $name:ident($($arg:ident: $ty:ty),*) $body:block) => {
-        $(#[$doc])*
-        pub fn $name($($arg: $ty),*) {
-            #[inline(always)]
-            fn imp($($arg: $ty),*) $body
-            #[cfg(target_arch = "x86_64")]
-            {
-                #[target_feature(enable = "avx2")]
-                fn avx2($($arg: $ty),*) {
-                    imp($($arg),*)
-                }
-                if std::arch::is_x86_feature_detected!("avx2") {
-                    // SAFETY: the CPU has AVX2 (checked just above).
-                    return unsafe { avx2($($arg),*) };
-                }
-            }
-            imp($($arg),*)
-        }
-    };
-}
-
 /// YUYV → full-range planes at 4:2:2, or 4:2:0 when `vertical_half` (the
 /// chroma of each pair of rows is averaged), in one pass over each row:
 /// 4:2:2 in, 4:2:0 out costs no pass of its own. With AVX2, 32 pixels at a
@@ -340,38 +314,54 @@ mod avx2 {
     }
 }
 
-with_best_simd! {
-    /// NV12 → full-range 4:2:0 planes.
-    nv12_to_planes(src: &[u8], width: usize, height: usize, planes: &mut Planes) {
-        let (luma, chroma) = src.split_at(width * height);
-        let y = sized(&mut planes.y, width * height);
-        let mut outs = y.chunks_exact_mut(32);
-        let mut ins = luma.chunks_exact(32);
-        for (o, i) in (&mut outs).zip(&mut ins) {
-            for k in 0..32 {
-                o[k] = expand_luma(i[k]);
-            }
+/// NV12 → full-range 4:2:0 planes. Plain loops over fixed-size chunks,
+/// which the compiler vectorises; built for AVX2 too when the CPU has it
+/// (four times the work per instruction of the baseline x86-64 build).
+pub fn nv12_to_planes(src: &[u8], width: usize, height: usize, planes: &mut Planes) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU has AVX2 (checked just above).
+        return unsafe { nv12_to_planes_avx2(src, width, height, planes) };
+    }
+    nv12_to_planes_here(src, width, height, planes)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn nv12_to_planes_avx2(src: &[u8], width: usize, height: usize, planes: &mut Planes) {
+    nv12_to_planes_here(src, width, height, planes)
+}
+
+#[inline(always)]
+fn nv12_to_planes_here(src: &[u8], width: usize, height: usize, planes: &mut Planes) {
+    let (luma, chroma) = src.split_at(width * height);
+    let y = sized(&mut planes.y, width * height);
+    let mut outs = y.chunks_exact_mut(32);
+    let mut ins = luma.chunks_exact(32);
+    for (o, i) in (&mut outs).zip(&mut ins) {
+        for k in 0..32 {
+            o[k] = expand_luma(i[k]);
         }
-        for (o, i) in outs.into_remainder().iter_mut().zip(ins.remainder()) {
-            *o = expand_luma(*i);
+    }
+    for (o, i) in outs.into_remainder().iter_mut().zip(ins.remainder()) {
+        *o = expand_luma(*i);
+    }
+    let n = (width / 2) * (height / 2);
+    let u = sized(&mut planes.u, n);
+    let v = sized(&mut planes.v, n);
+    let mut us = u.chunks_exact_mut(16);
+    let mut vs = v.chunks_exact_mut(16);
+    let mut pairs = chroma.chunks_exact(32);
+    for ((uo, vo), p) in (&mut us).zip(&mut vs).zip(&mut pairs) {
+        for k in 0..16 {
+            uo[k] = expand_chroma(u32::from(p[2 * k]));
+            vo[k] = expand_chroma(u32::from(p[2 * k + 1]));
         }
-        let n = (width / 2) * (height / 2);
-        let u = sized(&mut planes.u, n);
-        let v = sized(&mut planes.v, n);
-        let mut us = u.chunks_exact_mut(16);
-        let mut vs = v.chunks_exact_mut(16);
-        let mut pairs = chroma.chunks_exact(32);
-        for ((uo, vo), p) in (&mut us).zip(&mut vs).zip(&mut pairs) {
-            for k in 0..16 {
-                uo[k] = expand_chroma(u32::from(p[2 * k]));
-                vo[k] = expand_chroma(u32::from(p[2 * k + 1]));
-            }
-        }
-        let rest = us.into_remainder().iter_mut().zip(vs.into_remainder());
-        for ((uo, vo), p) in rest.zip(pairs.remainder().chunks_exact(2)) {
-            *uo = expand_chroma(u32::from(p[0]));
-            *vo = expand_chroma(u32::from(p[1]));
-        }
+    }
+    let rest = us.into_remainder().iter_mut().zip(vs.into_remainder());
+    for ((uo, vo), p) in rest.zip(pairs.remainder().chunks_exact(2)) {
+        *uo = expand_chroma(u32::from(p[0]));
+        *vo = expand_chroma(u32::from(p[1]));
     }
 }
 
