@@ -233,14 +233,7 @@ fn a_run_where_every_write_fails_exits_1() {
     // The camera's directory is taken by a file: every write fails.
     std::fs::create_dir_all(env.out()).unwrap();
     std::fs::write(env.out().join("cam0"), b"not a directory").unwrap();
-    let config = env.path("config.toml");
-    let output = env.run(&[
-        "run",
-        "--config",
-        config.to_str().unwrap(),
-        "--duration",
-        "1s",
-    ]);
+    let output = env.run_config(&["--duration", "1s"]);
     assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
     assert!(
         stderr(&output).contains("no file could be written"),
@@ -630,7 +623,6 @@ fn max_age_goes_by_each_files_own_time() {
 fn fifos_planted_for_framerecs_own_files_are_refused_not_waited_on() {
     let env = Env::new();
     env.config("[source]\nwidth = 32\nheight = 16\n[snapshot]\nevery = \"frame\"\n");
-    let config = env.path("config.toml");
     for name in [
         ".framerec.lock",
         ".framerec-cam0.lock",
@@ -645,13 +637,7 @@ fn fifos_planted_for_framerecs_own_files_are_refused_not_waited_on() {
             .unwrap();
         assert!(made.success());
         let started = Instant::now();
-        let output = env.run(&[
-            "run",
-            "--config",
-            config.to_str().unwrap(),
-            "--duration",
-            "1s",
-        ]);
+        let output = env.run_config(&["--duration", "1s"]);
         assert_eq!(output.status.code(), Some(1), "{name}: {}", stderr(&output));
         assert!(
             stderr(&output).contains("regular file"),
