@@ -912,16 +912,7 @@ mod tests {
         camera.backoff = Duration::from_millis(1);
         let stop = AtomicBool::new(false);
         let mut frame = Frame::with_capacity(0);
-        let mut got = Vec::new();
-        for _ in 0..3 {
-            assert_eq!(
-                camera.next_frame(&mut frame, &stop).unwrap(),
-                Captured::Frame
-            );
-            assert_eq!(frame.format, PixelFormat::Gray);
-            got.push(frame.data[0]);
-        }
-        assert_eq!(got, [1, 2, 3]);
+        assert_eq!(first_bytes(&mut camera, &mut frame, &stop, 3), [1, 2, 3]);
         assert!(camera.opener.attempts >= 4, "{}", camera.opener.attempts);
         // The camera is gone for good: a stop still ends the wait.
         let started = Instant::now();
@@ -950,16 +941,24 @@ mod tests {
         camera.backoff = Duration::from_millis(1);
         let stop = AtomicBool::new(false);
         let mut frame = Frame::with_capacity(0);
-        let mut got = Vec::new();
-        for _ in 0..3 {
-            assert_eq!(
-                camera.next_frame(&mut frame, &stop).unwrap(),
-                Captured::Frame
-            );
-            got.push(frame.data[0]);
-        }
-        assert_eq!(got, [1, 2, 3]);
+        assert_eq!(first_bytes(&mut camera, &mut frame, &stop, 3), [1, 2, 3]);
         assert_eq!((camera.stalls(), camera.reconnects()), (1, 1));
+    }
+
+    /// The first byte of each of the next `n` frames, each a gray frame.
+    fn first_bytes(
+        camera: &mut Camera<FakeOpener>,
+        frame: &mut Frame,
+        stop: &AtomicBool,
+        n: usize,
+    ) -> Vec<u8> {
+        (0..n)
+            .map(|_| {
+                assert_eq!(camera.next_frame(frame, stop).unwrap(), Captured::Frame);
+                assert_eq!(frame.format, PixelFormat::Gray);
+                frame.data[0]
+            })
+            .collect()
     }
 
     #[test]
