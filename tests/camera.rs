@@ -269,14 +269,13 @@ fn a_camera_that_appears_late_is_picked_up() {
         "pixel_format = \"yuyv\"\nwidth = 640\nheight = 480",
         "every = \"frame\"\nformat = \"jpeg\"",
     );
-    let mut child = cam
-        .framerec(
+    let mut child = Running::start(
+        cam.framerec(
             &env,
             &["run", "--config", config.to_str().unwrap(), "--frames", "3"],
         )
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+        .stderr(Stdio::piped()),
+    );
     std::thread::sleep(Duration::from_millis(1500));
     cam.source("yuyv");
     wait_with_timeout(&mut child, Duration::from_secs(60));
@@ -292,14 +291,14 @@ fn a_camera_that_appears_late_is_picked_up() {
 
 /// A running framerec whose log is read as it comes; killed if a test
 /// fails before it ends.
-struct Running {
+struct Watched {
     child: Child,
     log: std::sync::mpsc::Receiver<Vec<u8>>,
     text: String,
 }
 
-impl Running {
-    fn new(mut child: Child) -> Running {
+impl Watched {
+    fn new(mut child: Child) -> Watched {
         use std::io::Read;
         let mut stderr = child.stderr.take().unwrap();
         let (tx, log) = std::sync::mpsc::channel();
@@ -311,7 +310,7 @@ impl Running {
                 }
             }
         });
-        Running {
+        Watched {
             child,
             log,
             text: String::new(),
@@ -330,7 +329,7 @@ impl Running {
     }
 }
 
-impl Drop for Running {
+impl Drop for Watched {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
@@ -354,7 +353,7 @@ fn a_stalled_camera_is_reported_and_term_still_exits_0() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let mut running = Running::new(child);
+    let mut running = Watched::new(child);
     let streaming = running.wait_for("capture times", Duration::from_secs(20));
     assert!(streaming, "never streamed:\n{}", running.text);
     std::thread::sleep(Duration::from_millis(600));

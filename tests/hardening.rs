@@ -187,11 +187,11 @@ fn second_while_first_records(
     camera: &str,
     second: &str,
 ) -> (std::process::ExitStatus, std::process::Output) {
-    let mut child = Command::new(BIN)
-        .args(["run", "--config", first])
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = Running::start(
+        Command::new(BIN)
+            .args(["run", "--config", first])
+            .stderr(std::process::Stdio::null()),
+    );
     env.wait_for_lock(camera);
     let output = env.run(&["run", "--config", second, "--frames", "1"]);
     signal(&child, "TERM");
@@ -340,7 +340,7 @@ fn an_output_directory_removed_while_recording_is_made_again_with_its_lock() {
     let mut child = env.spawn(false);
     env.wait_for_lock("cam0");
     std::thread::sleep(Duration::from_millis(300));
-    std::fs::remove_dir_all(env.out()).unwrap();
+    remove_tree(&env.out());
     std::thread::sleep(Duration::from_millis(800));
     // Recording went on into a new directory, and holds its lock.
     assert!(
@@ -563,7 +563,7 @@ fn an_output_directory_removed_and_made_again_by_someone_is_taken_back() {
     let config = env.path("config.toml");
     let mut child = env.spawn(false);
     env.wait_for_lock("cam0");
-    std::fs::remove_dir_all(env.out()).unwrap();
+    remove_tree(&env.out());
     std::fs::create_dir(env.out()).unwrap();
     // Within a second the recorder holds the new directory's locks again,
     // though no file was due.
@@ -684,17 +684,16 @@ fn a_recorder_whose_locks_were_taken_by_another_stops() {
     env.wait_for_lock("cam0");
     std::fs::remove_file(env.out().join(".framerec-cam0.lock")).unwrap();
     std::fs::remove_file(env.out().join(".framerec.lock")).unwrap();
-    let mut second = env
-        .command(&[
+    let mut second = Running::start(
+        env.command(&[
             "run",
             "--config",
             config.to_str().unwrap(),
             "--duration",
             "3s",
         ])
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+        .stderr(std::process::Stdio::piped()),
+    );
     wait_with_timeout(&mut second, Duration::from_secs(30));
     let second_code = second.wait().unwrap().code();
     // The first may have taken its locks back (at its next frame) before the
@@ -737,11 +736,11 @@ fn a_file_filled_after_it_appeared_counts_at_its_full_size() {
         "{camera}-{seq}.{ext}",
         "[retention]\nmax_bytes = \"2MB\"",
     );
-    let mut child = Command::new(BIN)
-        .args(["run", "--config", &config, "--duration", "6s"])
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = Running::start(
+        Command::new(BIN)
+            .args(["run", "--config", &config, "--duration", "6s"])
+            .stderr(std::process::Stdio::null()),
+    );
     env.wait_for_lock("cam0");
     // An owned name, made empty and filled a moment later (a copy tool).
     let late = env.out().join("cam0-0000000001.jpg");
@@ -803,11 +802,10 @@ fn the_recorder_that_lost_its_directory_leaves_the_winners_files_and_mark_alone(
         body("[retention]\nmax_files = 1\n").as_bytes(),
     );
     let winner_config = env.input("winner.toml", body("").replace("2s", "frame").as_bytes());
-    let mut loser = env
-        .command(&["run", "--config", loser_config.to_str().unwrap()])
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut loser = Running::start(
+        env.command(&["run", "--config", loser_config.to_str().unwrap()])
+            .stderr(std::process::Stdio::null()),
+    );
     env.wait_for_lock("cam0");
     std::thread::sleep(Duration::from_millis(2500));
     // Someone removes the locks, and a second recorder starts at once.

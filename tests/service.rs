@@ -8,11 +8,7 @@ use crate::common::*;
 
 /// `framerec run --config CONFIG --duration DURATION` with a notify socket
 /// (as systemd's) and a 400 ms watchdog.
-fn spawn_notified(
-    env: &Env,
-    config: &std::path::Path,
-    duration: &str,
-) -> (UnixDatagram, std::process::Child) {
+fn spawn_notified(env: &Env, config: &std::path::Path, duration: &str) -> (UnixDatagram, Running) {
     let path = env.path("notify.sock");
     let socket = UnixDatagram::bind(&path).unwrap();
     socket
@@ -25,13 +21,12 @@ fn spawn_notified(
         "--duration",
         duration,
     ];
-    let child = env
-        .command(&args)
-        .env("NOTIFY_SOCKET", &path)
-        .env("WATCHDOG_USEC", "400000")
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let child = Running::start(
+        env.command(&args)
+            .env("NOTIFY_SOCKET", &path)
+            .env("WATCHDOG_USEC", "400000")
+            .stderr(std::process::Stdio::piped()),
+    );
     (socket, child)
 }
 

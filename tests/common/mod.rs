@@ -88,14 +88,14 @@ impl Env {
 
     /// Starts `framerec run --config <config.toml>` in the background, with
     /// stderr captured and stdin piped when `stdin` is true.
-    pub fn spawn(&self, stdin: bool) -> Child {
+    pub fn spawn(&self, stdin: bool) -> Running {
         let config = self.path("config.toml");
         let mut cmd = self.command(&["run", "--config", config.to_str().unwrap()]);
         cmd.stderr(Stdio::piped());
         if stdin {
             cmd.stdin(Stdio::piped());
         }
-        cmd.spawn().expect("framerec starts")
+        Running::start(&mut cmd)
     }
 
     /// Waits until a running recorder has taken its lock (it is recording).
@@ -153,6 +153,50 @@ pub fn files_under(root: &Path) -> Vec<String> {
     }
     found.sort();
     found
+}
+
+/// A process started by a test, killed when dropped: a test that fails
+/// half-way never leaves a recorder running (holding the test run's output
+/// open, so the whole suite would wait for it).
+pub struct Running(Option<Child>);
+
+impl Running {
+    /// Spawns `cmd`, panicking with its program's name when it cannot start.
+    pub fn start(cmd: &mut Command) -> Running {
+        let child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("{:?} does not start: {e}", cmd.get_program()));
+        Running(Some(child))
+    }
+
+    /// Waits for the process to end and collects what it printed.
+    pub fn wait_with_output(mut self) -> std::io::Result<Output> {
+        self.0.take().expect("a running process").wait_with_output()
+    }
+}
+
+impl std::ops::Deref for Running {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        self.0.as_ref().expect("a running process")
+    }
+}
+
+impl std::ops::DerefMut for Running {
+    fn deref_mut(&mut self) -> &mut Child {
+        self.0.as_mut().expect("a running process")
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Some(child) = &mut self.0 {
+            if child.try_wait().is_ok_and(|s| s.is_none()) {
+                let _ = child.kill();
+            }
+            let _ = child.wait();
+        }
+    }
 }
 
 pub fn wait_with_timeout(child: &mut Child, limit: Duration) {
@@ -417,6 +461,22 @@ pub fn wrote(summary: &str) -> u64 {
         .and_then(|rest| rest.split(' ').next())
         .and_then(|n| n.parse().ok())
         .unwrap_or_else(|| panic!("no file count in {summary:?}"))
+}
+
+/// `rm -rf DIR` while a recorder may be writing into it: tried again, as a
+/// user would, while new files keep the directory from being empty.
+pub fn remove_tree(dir: &Path) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match std::fs::remove_dir_all(dir) {
+            Ok(()) => return,
+            Err(_) if !dir.exists() => return,
+            Err(e) if Instant::now() < deadline => {
+                eprintln!("removing {} again: {e}", dir.display());
+            }
+            Err(e) => panic!("cannot remove {}: {e}", dir.display()),
+        }
+    }
 }
 
 /// A small tmpfs mounted for one test, unmounted when dropped.
