@@ -132,12 +132,12 @@ impl Preview {
         let Ok(mut slot) = self.frame.try_lock() else {
             return;
         };
-        let copy = slot.get_or_insert_with(|| Frame::with_capacity(frame.data.len()));
+        let copy = slot.get_or_insert_with(|| Frame::with_capacity(frame.bytes().len()));
         copy.seq = frame.seq;
         copy.captured_at = frame.captured_at;
         (copy.width, copy.height, copy.format) = (frame.width, frame.height, frame.format);
         copy.data.clear();
-        copy.data.extend_from_slice(&frame.data);
+        copy.data.extend_from_slice(frame.bytes());
         self.copied_ns.store(at, Ordering::Relaxed);
     }
 }

@@ -9,6 +9,8 @@ use std::fmt;
 use std::path::Path;
 use std::time::SystemTime;
 
+pub mod mapped;
+
 /// Largest accepted frame side, in pixels (a config limit, and a bound on
 /// what a JPEG header may claim before anything is allocated for it).
 pub const MAX_SIDE: u32 = 16_384;
@@ -166,9 +168,29 @@ pub struct Frame {
     pub width: u32,
     pub height: u32,
     pub format: PixelFormat,
-    /// The frame's bytes. Its capacity is kept between frames; `len()` is the
-    /// frame's size (it varies for MJPEG).
+    /// The frame's bytes, when they were put in its buffer. The capacity is
+    /// kept between frames; `len()` is the frame's size (it varies for
+    /// MJPEG).
     pub data: Vec<u8>,
+    /// The frame's bytes where they already were (a mapped input file),
+    /// used instead of `data` when set. See [`Frame::bytes`].
+    pub view: Option<mapped::View>,
+}
+
+impl Frame {
+    /// The frame's bytes: its view's when it has one, else its buffer's.
+    pub fn bytes(&self) -> &[u8] {
+        match &self.view {
+            Some(view) => view.bytes(),
+            None => &self.data,
+        }
+    }
+
+    /// Whether the frame's bytes cannot be trusted: its mapped input file
+    /// shrank while they were read.
+    pub fn damaged(&self) -> bool {
+        self.view.as_ref().is_some_and(mapped::View::damaged)
+    }
 }
 
 impl Frame {
@@ -181,6 +203,7 @@ impl Frame {
             height: 0,
             format: PixelFormat::Rgb,
             data: Vec::with_capacity(capacity),
+            view: None,
         }
     }
 }

@@ -170,11 +170,9 @@ pub fn ring(
 }
 
 impl Producer {
-    /// A free buffer for the next frame. Free buffers always exist while the
-    /// capture thread holds fewer than [`HELD_BY_CAPTURE`]; if the encoders
-    /// have died this gives a fresh one rather than hang.
     /// Gives a buffer whose frame is not queued back to the free ones.
-    pub fn recycle(&self, frame: Frame) {
+    pub fn recycle(&self, mut frame: Frame) {
+        frame.view = None;
         // The free channel has room for every buffer.
         let _ = self.free_tx.try_send(frame);
     }
@@ -184,6 +182,9 @@ impl Producer {
         self.queued.clone()
     }
 
+    /// A free buffer for the next frame. Free buffers always exist while the
+    /// capture thread holds fewer than [`HELD_BY_CAPTURE`]; if the encoders
+    /// have died this gives a fresh one rather than hang.
     pub fn take_buffer(&self) -> Frame {
         if let Ok(frame) = self.free_rx.try_recv() {
             return frame;
@@ -263,7 +264,9 @@ impl Consumer {
     }
 
     /// Returns a buffer once its frame is written (or dropped).
-    pub fn release(&self, frame: Frame) {
+    pub fn release(&self, mut frame: Frame) {
+        // A mapped frame's pages go now, not when the buffer is next used.
+        frame.view = None;
         // Room for every buffer; if capture is gone the buffer is simply freed.
         let _ = self.free_tx.try_send(frame);
     }

@@ -883,3 +883,58 @@ fn a_stale_lock_of_another_user_that_nobody_holds_is_no_conflict() {
     };
     assert_success(&output);
 }
+
+#[test]
+fn a_raw_input_file_truncated_while_recording_stores_no_wrong_frame() {
+    // Raw files are mapped, not read: a file cut short underneath must
+    // neither kill the recorder (SIGBUS) nor store zeros as a frame.
+    const W: usize = 256;
+    const H: usize = 192;
+    const FRAMES: usize = 400;
+    let env = Env::new();
+    let frames: Vec<Vec<u8>> = (0..32).map(|k| rgb_image(W, H, k)).collect();
+    let input = env.path("in.rgb");
+    {
+        let mut file = std::io::BufWriter::new(std::fs::File::create(&input).unwrap());
+        for k in 0..FRAMES {
+            file.write_all(&frames[k % frames.len()]).unwrap();
+        }
+    }
+    env.config(&format!(
+        "[source]\nkind = \"raw\"\npath = \"{}\"\nwidth = {W}\nheight = {H}\npixel_format = \"rgb\"\n\
+         [ring]\nwhen_full = \"block\"\n\
+         [snapshot]\nevery = \"frame\"\nformat = \"png\"\ncompression = \"best\"\n",
+        input.display()
+    ));
+    let mut child = env.spawn(false);
+    let started = Instant::now();
+    while env.images().len() < 20 && started.elapsed() < Duration::from_secs(20) {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // Capture is at most a ring and the encoders ahead of the files.
+    let kept = 100;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&input)
+        .unwrap()
+        .set_len((kept * W * H * 3) as u64)
+        .unwrap();
+    wait_with_timeout(&mut child, Duration::from_secs(60));
+    let output = child.wait_with_output().unwrap();
+    assert_success(&output);
+    let images = env.images();
+    assert!(
+        images.len() < FRAMES,
+        "the whole file was read before it was cut: make the test slower"
+    );
+    let paths: Vec<std::path::PathBuf> = images.iter().map(|f| env.out().join(f)).collect();
+    for (name, image) in images.iter().zip(decode(&paths)) {
+        let k = (seq_of(name) - 1) as usize;
+        assert!(k < kept, "{name}: a frame from past the cut was stored");
+        assert!(
+            image.pixels == frames[k % frames.len()],
+            "{name} is not frame {k} of the input"
+        );
+    }
+    assert!(stderr(&output).contains("shrank"), "{}", stderr(&output));
+}

@@ -80,7 +80,7 @@ impl JpegEncoder {
                 };
                 c.set_subsamp(sub).map_err(EncodeError::Jpeg)?;
                 let image = Image {
-                    pixels: frame.data.as_slice(),
+                    pixels: frame.bytes(),
                     width: w,
                     pitch: w * format.size(),
                     height: h,
@@ -91,7 +91,7 @@ impl JpegEncoder {
             }
             PixelFormat::Yuyv | PixelFormat::Nv12 if gray => {
                 expand_luma_of(
-                    &frame.data,
+                    frame.bytes(),
                     frame.format == PixelFormat::Yuyv,
                     w * h,
                     &mut self.scratch,
@@ -116,9 +116,15 @@ impl JpegEncoder {
                         Subsamp::Sub2x1
                     };
                 if frame.format == PixelFormat::Yuyv {
-                    yuyv_to_planes(&frame.data, w, h, sub == Subsamp::Sub2x2, &mut self.planes);
+                    yuyv_to_planes(
+                        frame.bytes(),
+                        w,
+                        h,
+                        sub == Subsamp::Sub2x2,
+                        &mut self.planes,
+                    );
                 } else {
-                    nv12_to_planes(&frame.data, w, h, &mut self.planes);
+                    nv12_to_planes(frame.bytes(), w, h, &mut self.planes);
                 }
                 let image = YuvPlanesImage {
                     y_plane: self.planes.y.as_slice(),
@@ -135,7 +141,9 @@ impl JpegEncoder {
                     .map_err(EncodeError::Jpeg)?;
             }
             PixelFormat::Mjpeg => {
-                let shape = self.decoder.decode(&frame.data, gray, &mut self.scratch)?;
+                let shape = self
+                    .decoder
+                    .decode(frame.bytes(), gray, &mut self.scratch)?;
                 (width, height) = (shape.width as u32, shape.height as u32);
                 let (format, sub) = if shape.gray {
                     (TjFormat::GRAY, Subsamp::Gray)
@@ -182,6 +190,7 @@ mod tests {
             height,
             format,
             data,
+            view: None,
         }
     }
 

@@ -106,6 +106,10 @@ pub enum EncodeError {
     TooLarge { width: usize, height: usize },
     #[error("{0} frames cannot be stored as {1}")]
     Unsupported(PixelFormat, &'static str),
+    #[error(
+        "the input file shrank while the frame was read from it (truncated by another program?)"
+    )]
+    InputShrank,
     #[error("the frame has {got} bytes where {width}x{height} {format} needs {expected}")]
     Size {
         format: PixelFormat,
@@ -123,6 +127,7 @@ impl EncodeError {
             EncodeError::Corrupt(_)
             | EncodeError::Decode(_)
             | EncodeError::Size { .. }
+            | EncodeError::InputShrank
             | EncodeError::TooLarge { .. } => DropReason::Corrupt,
             _ => DropReason::Encode,
         }
@@ -253,13 +258,13 @@ impl Encoder {
     /// Encodes `frame` into the bytes of its file.
     pub fn encode<'a>(&'a mut self, frame: &'a Frame) -> Result<Parts<'a>, EncodeError> {
         if let Some(expected) = frame.format.frame_len(frame.width, frame.height) {
-            if frame.data.len() != expected {
+            if frame.bytes().len() != expected {
                 return Err(EncodeError::Size {
                     format: frame.format,
                     width: frame.width,
                     height: frame.height,
                     expected,
-                    got: frame.data.len(),
+                    got: frame.bytes().len(),
                 });
             }
         }
@@ -316,6 +321,12 @@ pub fn run_worker(
         let started = Instant::now();
         let format = encoder.format();
         match encoder.encode(&frame) {
+            // Read from a mapped file that shrank meanwhile: the bytes may
+            // be zeros standing in for what is gone.
+            Ok(_) if frame.damaged() => {
+                let e = EncodeError::InputShrank;
+                stats.frame_dropped(e.reason(), frame.seq, &Chain(&e));
+            }
             Ok(parts) => {
                 stats.encode_time.observe(started.elapsed());
                 deliver(&frame, format, &parts)

@@ -17,7 +17,7 @@ pub fn encode<'a>(
     exif: &'a mut Exif,
     timezone: TimeZone,
 ) -> Result<Parts<'a>, EncodeError> {
-    let whole = mjpeg::check_whole(&frame.data).map_err(EncodeError::Corrupt)?;
+    let whole = mjpeg::check_whole(frame.bytes()).map_err(EncodeError::Corrupt)?;
     let shape = (frame.captured_at, whole.width, whole.height);
-    Ok(exif.stamp(&frame.data[..whole.len], shape, timezone))
+    Ok(exif.stamp(&frame.bytes()[..whole.len], shape, timezone))
 }

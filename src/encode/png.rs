@@ -38,23 +38,25 @@ impl PngEncoder {
         let (w, h) = (frame.width as usize, frame.height as usize);
         let (mut width, mut height) = (frame.width, frame.height);
         let (color, depth, pixels): (ColorType, BitDepth, &[u8]) = match frame.format {
-            PixelFormat::Rgb => (ColorType::Rgb, BitDepth::Eight, &frame.data),
-            PixelFormat::Rgba => (ColorType::Rgba, BitDepth::Eight, &frame.data),
-            PixelFormat::Gray => (ColorType::Grayscale, BitDepth::Eight, &frame.data),
+            PixelFormat::Rgb => (ColorType::Rgb, BitDepth::Eight, frame.bytes()),
+            PixelFormat::Rgba => (ColorType::Rgba, BitDepth::Eight, frame.bytes()),
+            PixelFormat::Gray => (ColorType::Grayscale, BitDepth::Eight, frame.bytes()),
             PixelFormat::Gray16 => {
-                swap16(&frame.data, &mut self.scratch);
+                swap16(frame.bytes(), &mut self.scratch);
                 (ColorType::Grayscale, BitDepth::Sixteen, &self.scratch)
             }
             PixelFormat::Yuyv => {
-                yuyv_to_rgb(&frame.data, w, h, &mut self.scratch);
+                yuyv_to_rgb(frame.bytes(), w, h, &mut self.scratch);
                 (ColorType::Rgb, BitDepth::Eight, &self.scratch)
             }
             PixelFormat::Nv12 => {
-                nv12_to_rgb(&frame.data, w, h, &mut self.scratch);
+                nv12_to_rgb(frame.bytes(), w, h, &mut self.scratch);
                 (ColorType::Rgb, BitDepth::Eight, &self.scratch)
             }
             PixelFormat::Mjpeg => {
-                let shape = self.decoder.decode(&frame.data, false, &mut self.scratch)?;
+                let shape = self
+                    .decoder
+                    .decode(frame.bytes(), false, &mut self.scratch)?;
                 width = shape.width as u32;
                 height = shape.height as u32;
                 let color = if shape.gray {

@@ -308,7 +308,7 @@ fn preview_jpeg(
     encoder: &mut Option<JpegEncoder>,
 ) -> Result<Vec<u8>, crate::encode::EncodeError> {
     if frame.format == PixelFormat::Mjpeg {
-        return Ok(frame.data.clone());
+        return Ok(frame.bytes().to_vec());
     }
     let encoder = match encoder {
         Some(e) => e,
@@ -316,10 +316,11 @@ fn preview_jpeg(
     };
     if frame.format == PixelFormat::Gray16 {
         // JPEG holds 8 bits: the high byte of each (big-endian) sample.
-        let mut gray = Frame::with_capacity(frame.data.len() / 2);
+        let mut gray = Frame::with_capacity(frame.bytes().len() / 2);
         (gray.width, gray.height, gray.format) = (frame.width, frame.height, PixelFormat::Gray);
         gray.captured_at = frame.captured_at;
-        gray.data.extend(frame.data.chunks_exact(2).map(|s| s[0]));
+        gray.data
+            .extend(frame.bytes().chunks_exact(2).map(|s| s[0]));
         return Ok(encoder.encode(&gray)?.concat());
     }
     Ok(encoder.encode(frame)?.concat())

@@ -15,8 +15,10 @@ use std::io;
 use std::os::fd::{AsFd, BorrowedFd};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::SystemTime;
 
+use crate::frame::mapped::MappedFile;
 use crate::frame::{Frame, PixelFormat};
 
 use super::mjpeg::{self, JpegError, Step};
@@ -82,6 +84,12 @@ pub struct Raw {
     skipped: u64,
     /// The last thing read was skipped: more skipping continues its stretch.
     skipping: bool,
+    /// A regular file of fixed-size frames, mapped: frames are handed on
+    /// where they are, not copied. Dropped (and the file read from
+    /// `offset` on) past what was mapped, or when the file shrinks.
+    mapped: Option<Arc<MappedFile>>,
+    /// Where the next mapped frame starts.
+    offset: usize,
 }
 
 impl Raw {
@@ -109,6 +117,12 @@ impl Raw {
         let can_block = rustix::fs::fstat(input.fd()).map_or(true, |st| {
             rustix::fs::FileType::from_raw_mode(st.st_mode) != rustix::fs::FileType::RegularFile
         });
+        let mapped = match &input {
+            Input::File(file) if !can_block && format.frame_len(width, height).is_some() => {
+                MappedFile::map(file)
+            }
+            _ => None,
+        };
         Ok(Raw {
             input,
             can_block,
@@ -123,6 +137,8 @@ impl Raw {
             skipped_bytes: 0,
             skipped: 0,
             skipping: false,
+            mapped,
+            offset: 0,
         })
     }
 
@@ -137,6 +153,8 @@ impl Raw {
         frame: &mut Frame,
         stop: &AtomicBool,
     ) -> Result<Captured, SourceError> {
+        // The last frame this buffer held may have been a view.
+        frame.view = None;
         let captured = match self.format.frame_len(self.width, self.height) {
             Some(len) => self.read_fixed(frame, len, stop)?,
             None => self.read_jpeg(frame, stop)?,
@@ -188,6 +206,31 @@ impl Raw {
         len: usize,
         stop: &AtomicBool,
     ) -> Result<Captured, SourceError> {
+        if let Some(map) = &self.mapped {
+            if stop.load(Ordering::Relaxed) {
+                return Ok(Captured::End);
+            }
+            if let Some(view) = map.view(self.offset, len) {
+                self.offset += len;
+                frame.data.clear();
+                frame.view = Some(view);
+                frame.width = self.width;
+                frame.height = self.height;
+                return Ok(Captured::Frame);
+            }
+            if map.faults() > 0 {
+                tracing::warn!(
+                    path = %self.path.display(),
+                    "the input file shrank while it was read (truncated by another program?); frames read from it meanwhile are dropped"
+                );
+            }
+            // Past what was mapped, or the file shrank: read what is
+            // there from here on (a partial frame, more frames written
+            // since, or the end).
+            self.mapped = None;
+            let at = rustix::fs::SeekFrom::Start(self.offset as u64);
+            rustix::fs::seek(self.input.fd(), at).map_err(|e| self.read_error(e.into()))?;
+        }
         frame.data.resize(len, 0);
         let mut filled = 0;
         while filled < len {
@@ -359,8 +402,69 @@ mod tests {
         let mut raw = Raw::open(file.path(), 4, 2, PixelFormat::Rgb, LIMIT).unwrap();
         let frames = read_all(&mut raw);
         assert_eq!(frames.len(), 2);
-        assert_eq!(frames[1].data, data[24..48]);
+        assert_eq!(frames[1].bytes(), &data[24..48]);
         assert_eq!(raw.skipped(), (1, 5));
+    }
+
+    /// `count` RGB frames of `width`×`height`, each byte naming its frame.
+    fn rgb_frames(width: u32, height: u32, from: u8, count: u8) -> Vec<u8> {
+        let len = (width * height * 3) as usize;
+        (from..from + count).flat_map(|k| vec![k; len]).collect()
+    }
+
+    #[test]
+    fn a_regular_file_is_mapped_and_frames_written_after_are_read_too() {
+        let mut file = tempfile::NamedTempFile::new().unwrap();
+        file.write_all(&rgb_frames(64, 32, 1, 2)).unwrap();
+        file.flush().unwrap();
+        let mut raw = Raw::open(file.path(), 64, 32, PixelFormat::Rgb, LIMIT).unwrap();
+        assert!(
+            raw.mapped.is_some(),
+            "a regular file of raw frames is mapped"
+        );
+        let mut first = Frame::with_capacity(0);
+        raw.next_frame(&mut first, &AtomicBool::new(false)).unwrap();
+        assert!(
+            first.view.is_some(),
+            "the frame is where it was, not copied"
+        );
+        // More frames arrive after the file was mapped.
+        file.write_all(&rgb_frames(64, 32, 3, 2)).unwrap();
+        file.flush().unwrap();
+        let rest = read_all(&mut raw);
+        let firsts: Vec<u8> = std::iter::once(&first)
+            .chain(&rest)
+            .map(|f| {
+                assert_eq!(f.bytes().len(), 64 * 32 * 3);
+                assert!(f.bytes().iter().all(|&b| b == f.bytes()[0]), "a torn frame");
+                f.bytes()[0]
+            })
+            .collect();
+        assert_eq!(firsts, [1, 2, 3, 4]);
+        assert_eq!(raw.skipped(), (0, 0));
+    }
+
+    #[test]
+    fn a_mapped_file_that_shrinks_gives_no_frame_of_zeros() {
+        let mut file = tempfile::NamedTempFile::new().unwrap();
+        file.write_all(&rgb_frames(256, 64, 1, 6)).unwrap();
+        file.flush().unwrap();
+        let mut raw = Raw::open(file.path(), 256, 64, PixelFormat::Rgb, LIMIT).unwrap();
+        let stop = AtomicBool::new(false);
+        let mut first = Frame::with_capacity(0);
+        raw.next_frame(&mut first, &stop).unwrap();
+        let mut second = Frame::with_capacity(0);
+        raw.next_frame(&mut second, &stop).unwrap();
+        // Another program cuts the file to one frame.
+        file.as_file().set_len(256 * 64 * 3).unwrap();
+        assert_eq!(first.bytes()[0], 1);
+        // The second frame's pages are gone: read as zeros (not a SIGBUS),
+        // and the frame says it cannot be trusted.
+        assert!(second.bytes().iter().all(|&b| b == 0));
+        assert!(second.damaged());
+        // Nothing more comes from the file, and capture goes on to the end.
+        let mut next = Frame::with_capacity(0);
+        assert_eq!(raw.next_frame(&mut next, &stop).unwrap(), Captured::End);
     }
 
     #[test]

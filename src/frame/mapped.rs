@@ -1,0 +1,364 @@
+//! Frames read where they are: a regular file mapped into memory, its frames
+//! handed to the encoders as [`View`]s instead of being copied into ring
+//! buffers. (A 1080p RGB frame is 6 MB: copying it from the page cache took
+//! the capture thread a sixth of a core at full speed, on a machine whose
+//! two cores the encoders need.)
+//!
+//! A mapped file that shrinks underneath (someone truncates the input while
+//! it is read) makes a read of the lost pages raise `SIGBUS`, which would
+//! kill the recorder. A `SIGBUS` handler catches a fault inside a mapping
+//! made here, puts zero pages in place of the rest of that mapping and
+//! counts the fault: a view of a mapping whose count changed is not trusted
+//! (the encoder drops its frame as corrupt) and the source stops mapping.
+//! A fault anywhere else goes to the handler that was there before (Rust's
+//! own stack-overflow report) or to the default action, as without us.
+//!
+//! Once a view is given back its pages are unmapped (`MADV_DONTNEED`): the
+//! page cache keeps them, and the recorder's memory stays the ring's size
+//! however long the file.
+
+use std::fs::File;
+use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
+
+/// How many mappings may be live at once (one raw source at a time needs
+/// one; a reload opens the next before the last is gone).
+const SLOTS: usize = 8;
+
+/// A live mapping, as the `SIGBUS` handler sees it: `start == 0` is free.
+struct Slot {
+    start: AtomicUsize,
+    /// One past the last mapped byte (a whole number of pages).
+    end: AtomicUsize,
+    /// `SIGBUS` faults caught inside this mapping since it was made.
+    faults: AtomicU64,
+}
+
+impl Slot {
+    const fn new() -> Slot {
+        Slot {
+            start: AtomicUsize::new(0),
+            end: AtomicUsize::new(0),
+            faults: AtomicU64::new(0),
+        }
+    }
+}
+
+static SLOTS_IN_USE: [Slot; SLOTS] = [const { Slot::new() }; SLOTS];
+
+/// The `SIGBUS` action in place before ours, to pass other faults on to.
+static PREVIOUS: OnceLock<libc::sigaction> = OnceLock::new();
+/// The page size, read once before the handler can run.
+static PAGE: AtomicUsize = AtomicUsize::new(4096);
+
+/// A read-only mapping of a whole regular file.
+pub struct MappedFile {
+    ptr: *mut libc::c_void,
+    /// The file's length when mapped.
+    len: usize,
+    /// The mapping's length: `len` rounded up to whole pages.
+    mapped: usize,
+    slot: &'static Slot,
+}
+
+// SAFETY: the mapping is read-only and lives until the last `Arc` is gone;
+// the pointer is only read through slices of it.
+unsafe impl Send for MappedFile {}
+// SAFETY: as above: shared reads only.
+unsafe impl Sync for MappedFile {}
+
+impl MappedFile {
+    /// Maps `file` (a regular file) whole, or `None` when it cannot be (it
+    /// is empty, the file system cannot map, or too many mappings are live):
+    /// the caller reads it instead.
+    pub fn map(file: &File) -> Option<Arc<MappedFile>> {
+        let len = usize::try_from(file.metadata().ok()?.len()).ok()?;
+        if len == 0 || !install_handler() {
+            return None;
+        }
+        let page = PAGE.load(Ordering::Relaxed);
+        let mapped = len.checked_add(page - 1)? & !(page - 1);
+        let slot = SLOTS_IN_USE.iter().find(|s| {
+            s.start
+                .compare_exchange(0, usize::MAX, Ordering::AcqRel, Ordering::Relaxed)
+                .is_ok()
+        })?;
+        // SAFETY: a fresh read-only shared mapping of a file we hold open;
+        // nothing else is placed at its address.
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                mapped,
+                libc::PROT_READ,
+                libc::MAP_SHARED,
+                file.as_raw_fd(),
+                0,
+            )
+        };
+        if ptr == libc::MAP_FAILED {
+            slot.start.store(0, Ordering::Release);
+            return None;
+        }
+        // Read ahead generously: frames are read front to back.
+        // SAFETY: advice on our own mapping.
+        unsafe { libc::madvise(ptr, mapped, libc::MADV_SEQUENTIAL) };
+        slot.faults.store(0, Ordering::Relaxed);
+        slot.end.store(ptr as usize + mapped, Ordering::Release);
+        slot.start.store(ptr as usize, Ordering::Release);
+        Some(Arc::new(MappedFile {
+            ptr,
+            len,
+            mapped,
+            slot,
+        }))
+    }
+
+    /// The file's length when it was mapped.
+    pub fn file_len(&self) -> usize {
+        self.len
+    }
+
+    /// Faults caught in this mapping: not zero once the file shrank.
+    pub fn faults(&self) -> u64 {
+        self.slot.faults.load(Ordering::SeqCst)
+    }
+
+    /// A view of `len` bytes at `offset`: `None` past the file's mapped
+    /// length, or once the file has shrunk (read it instead).
+    pub fn view(self: &Arc<Self>, offset: usize, len: usize) -> Option<View> {
+        (offset.checked_add(len)? <= self.len && self.faults() == 0).then(|| View {
+            file: Arc::clone(self),
+            offset,
+            len,
+        })
+    }
+
+    fn bytes(&self, offset: usize, len: usize) -> &[u8] {
+        // SAFETY: `offset + len <= self.len` (checked when the view was
+        // made) and the mapping lives as long as `self`. Pages the file
+        // lost are replaced by zero pages by the SIGBUS handler, so the
+        // read never kills the process; `View::damaged` tells such a read.
+        unsafe { std::slice::from_raw_parts((self.ptr as *const u8).add(offset), len) }
+    }
+
+    /// Unmaps the pages of `offset..offset + len` from this process (the
+    /// page cache keeps them; a later read maps them again).
+    fn forget(&self, offset: usize, len: usize) {
+        let page = PAGE.load(Ordering::Relaxed);
+        let start = offset & !(page - 1);
+        let end = (offset + len).saturating_add(page - 1) & !(page - 1);
+        let end = end.min(self.mapped);
+        if end > start {
+            // SAFETY: advice on a range inside our own read-only mapping;
+            // a file-backed page unmapped here is read again from the file.
+            unsafe {
+                libc::madvise(
+                    (self.ptr as *mut u8).add(start).cast(),
+                    end - start,
+                    libc::MADV_DONTNEED,
+                )
+            };
+        }
+    }
+}
+
+impl Drop for MappedFile {
+    fn drop(&mut self) {
+        // The handler stops knowing the range before it is unmapped.
+        self.slot.start.store(usize::MAX, Ordering::Release);
+        // SAFETY: our own mapping, with no view left (each holds an Arc).
+        unsafe { libc::munmap(self.ptr, self.mapped) };
+        self.slot.end.store(0, Ordering::Release);
+        self.slot.start.store(0, Ordering::Release);
+    }
+}
+
+/// One frame's bytes inside a [`MappedFile`].
+#[derive(Clone)]
+pub struct View {
+    file: Arc<MappedFile>,
+    offset: usize,
+    len: usize,
+}
+
+impl View {
+    pub fn bytes(&self) -> &[u8] {
+        self.file.bytes(self.offset, self.len)
+    }
+
+    /// Whether the file shrank since the view was made: its bytes may be
+    /// zeros standing in for data that is gone.
+    pub fn damaged(&self) -> bool {
+        self.file.faults() != 0
+    }
+}
+
+impl Drop for View {
+    fn drop(&mut self) {
+        self.file.forget(self.offset, self.len);
+    }
+}
+
+impl std::fmt::Debug for View {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("View")
+            .field("offset", &self.offset)
+            .field("len", &self.len)
+            .finish()
+    }
+}
+
+/// Installs the `SIGBUS` handler once; false if it could not be.
+fn install_handler() -> bool {
+    static INSTALLED: OnceLock<bool> = OnceLock::new();
+    *INSTALLED.get_or_init(|| {
+        // SAFETY: sysconf has no preconditions.
+        let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+        if page > 0 {
+            PAGE.store(page as usize, Ordering::Relaxed);
+        }
+        // SAFETY: reading the current action into a zeroed struct, then
+        // installing ours; the previous one is stored before ours can run.
+        unsafe {
+            let mut previous: libc::sigaction = std::mem::zeroed();
+            if libc::sigaction(libc::SIGBUS, std::ptr::null(), &mut previous) != 0 {
+                return false;
+            }
+            let _ = PREVIOUS.set(previous);
+            let mut ours: libc::sigaction = std::mem::zeroed();
+            ours.sa_sigaction = on_sigbus as *const () as usize;
+            ours.sa_flags = libc::SA_SIGINFO | libc::SA_ONSTACK | libc::SA_NODEFER;
+            libc::sigemptyset(&mut ours.sa_mask);
+            libc::sigaction(libc::SIGBUS, &ours, std::ptr::null_mut()) == 0
+        }
+    })
+}
+
+/// The `SIGBUS` handler: see the module docs. Only async-signal-safe work:
+/// atomics and `mmap`/`sigaction` system calls.
+extern "C" fn on_sigbus(
+    signal: libc::c_int,
+    info: *mut libc::siginfo_t,
+    context: *mut libc::c_void,
+) {
+    // SAFETY: the kernel passes a valid siginfo with SA_SIGINFO.
+    let addr = unsafe { (*info).si_addr() } as usize;
+    let page = PAGE.load(Ordering::Relaxed);
+    for slot in &SLOTS_IN_USE {
+        let start = slot.start.load(Ordering::Acquire);
+        let end = slot.end.load(Ordering::Acquire);
+        if start == 0 || start == usize::MAX || !(start..end).contains(&addr) {
+            continue;
+        }
+        // Counted before the pages change, so a reader that sees zeros
+        // also sees the count.
+        slot.faults.fetch_add(1, Ordering::SeqCst);
+        let from = addr & !(page - 1);
+        // SAFETY: replaces the rest of our own mapping with zero pages of
+        // the same protection; nothing else lives in that range.
+        let replaced = unsafe {
+            libc::mmap(
+                from as *mut libc::c_void,
+                end - from,
+                libc::PROT_READ,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED,
+                -1,
+                0,
+            )
+        };
+        if replaced != libc::MAP_FAILED {
+            return;
+        }
+        break;
+    }
+    // Not ours: what would have happened without us.
+    let handler = PREVIOUS.get().map(|p| (p.sa_sigaction, p.sa_flags));
+    match handler {
+        Some((action, flags))
+            if action != libc::SIG_DFL
+                && action != libc::SIG_IGN
+                && flags & libc::SA_SIGINFO != 0 =>
+        {
+            // SAFETY: the previous handler was installed with SA_SIGINFO,
+            // so it has this signature.
+            let previous: extern "C" fn(libc::c_int, *mut libc::siginfo_t, *mut libc::c_void) =
+                unsafe { std::mem::transmute(action) };
+            previous(signal, info, context);
+        }
+        Some((action, _)) if action != libc::SIG_DFL && action != libc::SIG_IGN => {
+            // SAFETY: a plain handler, installed without SA_SIGINFO.
+            let previous: extern "C" fn(libc::c_int) = unsafe { std::mem::transmute(action) };
+            previous(signal);
+        }
+        _ => {
+            // The default action: put it back and return; the faulting
+            // instruction runs again and the process ends as it would have.
+            // SAFETY: sigaction is async-signal-safe.
+            unsafe {
+                let mut default: libc::sigaction = std::mem::zeroed();
+                default.sa_sigaction = libc::SIG_DFL;
+                libc::sigaction(libc::SIGBUS, &default, std::ptr::null_mut());
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn file_of(bytes: &[u8]) -> (tempfile::NamedTempFile, File) {
+        let mut tmp = tempfile::NamedTempFile::new().unwrap();
+        tmp.write_all(bytes).unwrap();
+        tmp.flush().unwrap();
+        let file = File::open(tmp.path()).unwrap();
+        (tmp, file)
+    }
+
+    #[test]
+    fn views_show_the_files_bytes() {
+        let bytes: Vec<u8> = (0..20_000u32).map(|i| (i % 251) as u8).collect();
+        let (_tmp, file) = file_of(&bytes);
+        let map = MappedFile::map(&file).unwrap();
+        assert_eq!(map.file_len(), bytes.len());
+        let view = map.view(5000, 7000).unwrap();
+        assert_eq!(view.bytes(), &bytes[5000..12000]);
+        drop(view);
+        // Forgotten pages come back from the file.
+        assert_eq!(map.view(4096, 100).unwrap().bytes(), &bytes[4096..4196]);
+        assert!(map.view(19_999, 2).is_none(), "a view past the end");
+        assert!(!map.view(0, 10).unwrap().damaged());
+    }
+
+    #[test]
+    fn an_empty_file_is_not_mapped() {
+        let (_tmp, file) = file_of(b"");
+        assert!(MappedFile::map(&file).is_none());
+    }
+
+    #[test]
+    fn a_file_truncated_under_a_view_reads_zeros_and_says_so() {
+        let page = 4096 * 4;
+        let bytes = vec![7u8; page * 8];
+        let (tmp, file) = file_of(&bytes);
+        let map = MappedFile::map(&file).unwrap();
+        let early = map.view(0, page).unwrap();
+        assert_eq!(early.bytes()[0], 7);
+        let late = map.view(page * 6, page).unwrap();
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(tmp.path())
+            .unwrap()
+            .set_len(page as u64)
+            .unwrap();
+        // Without the handler this read would end the test process.
+        assert!(late.bytes().iter().all(|&b| b == 0));
+        assert!(late.damaged());
+        assert!(early.damaged(), "every view of the file is in doubt");
+        assert_eq!(early.bytes()[0], 7, "pages still in the file stay readable");
+        assert!(map.faults() > 0);
+        assert!(map.view(0, 10).is_none(), "no new view of a shrunk file");
+    }
+}
