@@ -166,6 +166,9 @@ pub fn run(
     };
     let http_stop = AtomicBool::new(false);
     let capture_done = AtomicBool::new(false);
+    // Never sent on: the capture thread's end drops the sender, which wakes
+    // the supervisor at once (the end of a file is not noticed 100 ms late).
+    let (capture_ended_tx, capture_ended) = crossbeam_channel::bounded::<()>(0);
     let (retention_handle, requests) = Retention::channel();
     let live_source = Live::new((settings.source.clone(), encode.format));
     let live_every = Live::new(settings.every);
@@ -231,6 +234,8 @@ pub fn run(
         let capture = std::thread::Builder::new()
             .name("capture".into())
             .spawn_scoped(scope, || {
+                // Dropped last, after `capture_done` is set.
+                let _wake = capture_ended_tx;
                 let _guard = PanicGuard(&flags.failed);
                 // Set however capture ends, a panic included, so the
                 // supervisor never waits for a thread that is gone.
@@ -271,6 +276,7 @@ pub fn run(
         let supervisor = Supervisor {
             flags: &flags,
             capture_done: &capture_done,
+            capture_ended,
             control_rx,
             limits,
             store: &store,
@@ -410,6 +416,8 @@ fn finish_without_capture(store: &Store, stats: &Stats, capture_done: &AtomicBoo
 struct Supervisor<'a> {
     flags: &'a Flags,
     capture_done: &'a AtomicBool,
+    /// Disconnected once capture has ended.
+    capture_ended: Receiver<()>,
     control_rx: &'a Receiver<Control>,
     limits: Limits,
     store: &'a Store,
@@ -458,6 +466,7 @@ impl Supervisor<'_> {
     /// capture has ended: true, or false if it did not within
     /// [`CAPTURE_GRACE`] of the stop.
     fn run(mut self, mut health: health::Health) -> bool {
+        let capture_ended = self.capture_ended.clone();
         let (flags, capture_done, control_rx, limits, store, stats) = (
             self.flags,
             self.capture_done,
@@ -488,20 +497,25 @@ impl Supervisor<'_> {
                     .min(Duration::from_millis(100)),
                 _ => Duration::from_millis(100),
             };
-            match control_rx.recv_timeout(wait) {
-                Ok(Control::Stop) if !stopping => {
+            let control = crossbeam_channel::select! {
+                recv(control_rx) -> control => control.ok(),
+                recv(capture_ended) -> _ => continue,
+                default(wait) => None,
+            };
+            match control {
+                Some(Control::Stop) if !stopping => {
                     tracing::info!("stop requested; finishing captured frames");
                     stopping = true;
                 }
-                Ok(Control::Stop) => {}
-                Ok(Control::Reload) if !stopping => {
+                Some(Control::Stop) => {}
+                Some(Control::Reload) if !stopping => {
                     self.reload();
                     health.write_bound = self.settings.write_timeout;
                     health.stall = self.settings.source.stall_timeout();
                 }
-                Ok(Control::Reload) => {}
-                Ok(Control::Snapshot) => flags.snapshot.store(true, Ordering::SeqCst),
-                Err(_) => {}
+                Some(Control::Reload) => {}
+                Some(Control::Snapshot) => flags.snapshot.store(true, Ordering::SeqCst),
+                None => {}
             }
             if deadline.is_some_and(|d| Instant::now() >= d) && !stopping {
                 tracing::info!("duration reached; finishing captured frames");
