@@ -36,17 +36,20 @@ unsafe impl GlobalAlloc for Counting {
 #[global_allocator]
 static GLOBAL: Counting = Counting;
 
-/// Allocations of a whole in-process run of `frames` JPEG files (synthetic
-/// 64x48 at 400 fps, fsync off) into a new directory under `root`.
-fn allocations_of_a_run(root: &std::path::Path, frames: u64, quota: bool) -> u64 {
-    let dir = root.join(format!("run-{frames}-{quota}"));
+/// The synthetic source: 64x48 gray at 400 fps.
+const SYNTHETIC: &str = "width = 64\nheight = 48\nfps = 400\npixel_format = \"gray\"\n";
+
+/// Allocations of a whole in-process run of `frames` JPEG files from
+/// `source` (a `[source]` body; fsync off) into a new directory under `root`.
+fn allocations_of_a_run(root: &std::path::Path, source: &str, frames: u64, quota: bool) -> u64 {
+    let dir = root.join(format!("run-{}-{frames}-{quota}", source.len()));
     let retention = if quota {
         format!("[retention]\nmax_files = {}\n", frames / 2)
     } else {
         String::new()
     };
     let text = format!(
-        "camera = \"lab\"\n[source]\nwidth = 64\nheight = 48\nfps = 400\npixel_format = \"gray\"\n\
+        "camera = \"lab\"\n[source]\n{source}\
          [snapshot]\nevery = \"frame\"\n[output]\ndir = \"{}\"\nname = \"{{camera}}-{{seq:6}}.{{ext}}\"\nfsync = false\n\
          [encoder]\nthreads = 2\n{retention}",
         dir.display()
@@ -74,22 +77,36 @@ fn allocations_of_a_run(root: &std::path::Path, frames: u64, quota: bool) -> u64
 #[test]
 fn the_per_frame_path_allocates_nothing_in_steady_state() {
     let root = tempfile::tempdir().unwrap();
+    // A raw RGB file: its frames are views into the mapped file.
+    let raw = root.path().join("frames.rgb");
+    let frame: Vec<u8> = (0..64 * 48 * 3).map(|i| (i % 251) as u8).collect();
+    std::fs::write(&raw, frame.repeat(600)).unwrap();
+    let raw_source = format!(
+        "kind = \"raw\"\npath = \"{}\"\nwidth = 64\nheight = 48\npixel_format = \"rgb\"\n\
+         [ring]\nwhen_full = \"block\"\n",
+        raw.display()
+    );
     // Warm up what is made once per process (thread-locals, libjpeg-turbo).
-    allocations_of_a_run(root.path(), 20, false);
-    let per_file = |quota| {
-        let short = allocations_of_a_run(root.path(), 100, quota);
-        let long = allocations_of_a_run(root.path(), 600, quota);
+    allocations_of_a_run(root.path(), SYNTHETIC, 20, false);
+    let per_file = |source: &str, quota| {
+        let short = allocations_of_a_run(root.path(), source, 100, quota);
+        let long = allocations_of_a_run(root.path(), source, 600, quota);
         let per_file = long.saturating_sub(short) as f64 / 500.0;
         eprintln!(
             "quota {quota}: {per_file:.2} allocations per file ({short} for 100 files, {long} for 600)"
         );
         per_file
     };
-    let without_quota = per_file(false);
+    let without_quota = per_file(SYNTHETIC, false);
     assert!(
         without_quota < 0.05,
         "{without_quota:.2} allocations per file"
     );
-    let with_quota = per_file(true);
+    let mapped = per_file(&raw_source, false);
+    assert!(
+        mapped < 0.05,
+        "{mapped:.2} allocations per file read from a mapped file"
+    );
+    let with_quota = per_file(SYNTHETIC, true);
     assert!(with_quota < 64.0, "{with_quota:.2} allocations per file");
 }
