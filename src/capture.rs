@@ -138,6 +138,11 @@ impl Preview {
         (copy.width, copy.height, copy.format) = (frame.width, frame.height, frame.format);
         copy.data.clear();
         copy.data.extend_from_slice(frame.bytes());
+        // Read from a mapped file that shrank meanwhile: not shown.
+        if frame.damaged() {
+            *slot = None;
+            return;
+        }
         self.copied_ns.store(at, Ordering::Relaxed);
     }
 }

@@ -107,7 +107,7 @@ pub enum EncodeError {
     #[error("{0} frames cannot be stored as {1}")]
     Unsupported(PixelFormat, &'static str),
     #[error(
-        "the input file shrank while the frame was read from it (truncated by another program?)"
+        "the input file shrank, or could not be read, while the frame was read from it (truncated by another program?)"
     )]
     InputShrank,
     #[error("the frame has {got} bytes where {width}x{height} {format} needs {expected}")]

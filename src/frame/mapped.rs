@@ -8,14 +8,23 @@
 //! it is read) makes a read of the lost pages raise `SIGBUS`, which would
 //! kill the recorder. A `SIGBUS` handler catches a fault inside a mapping
 //! made here, puts zero pages in place of the rest of that mapping and
-//! counts the fault: a view of a mapping whose count changed is not trusted
-//! (the encoder drops its frame as corrupt) and the source stops mapping.
+//! notes the lowest address that faulted. A frame is checked once encoded
+//! ([`View::damaged`]): if the file is now shorter than the frame's end, or
+//! a fault hit at or before it, its bytes may be zeros standing in for lost
+//! data and the encoder drops it. After a fault the source stops mapping.
 //! A fault anywhere else goes to the handler that was there before (Rust's
-//! own stack-overflow report) or to the default action, as without us.
+//! own stack-overflow report) or to the default action, as without us; a
+//! `SIGBUS` sent by another process (`kill -BUS`) ends the recorder as it
+//! ends any program.
+//!
+//! A frame's bytes are read when it is encoded, not when it is captured: a
+//! file written over in place while it is recorded gives what it holds then.
 //!
 //! Once a view is given back its pages are unmapped (`MADV_DONTNEED`): the
 //! page cache keeps them, and the recorder's memory stays the ring's size
-//! however long the file.
+//! however long the file. The kernel maps pages around a fault too (a
+//! neighbour's, already given back): those are swept up behind the views
+//! still in use.
 
 use std::fs::File;
 use std::os::fd::AsRawFd;
@@ -33,6 +42,8 @@ struct Slot {
     end: AtomicUsize,
     /// `SIGBUS` faults caught inside this mapping since it was made.
     faults: AtomicU64,
+    /// The lowest page address that faulted (`usize::MAX`: none).
+    first_fault: AtomicUsize,
 }
 
 impl Slot {
@@ -41,6 +52,7 @@ impl Slot {
             start: AtomicUsize::new(0),
             end: AtomicUsize::new(0),
             faults: AtomicU64::new(0),
+            first_fault: AtomicUsize::new(usize::MAX),
         }
     }
 }
@@ -60,7 +72,17 @@ pub struct MappedFile {
     /// The mapping's length: `len` rounded up to whole pages.
     mapped: usize,
     slot: &'static Slot,
+    /// The file, to ask its length again once a frame is read.
+    file: File,
+    /// Views not yet given back.
+    live: AtomicUsize,
+    /// Everything below this offset has been unmapped since (see `sweep`).
+    swept: AtomicUsize,
 }
+
+/// How far apart sweeps behind the views in use are, in bytes (and the
+/// largest stretch the kernel maps around one fault, a huge page, covered).
+const SWEEP: usize = 2 << 20;
 
 // SAFETY: the mapping is read-only and lives until the last `Arc` is gone;
 // the pointer is only read through slices of it.
@@ -77,6 +99,7 @@ impl MappedFile {
         if len == 0 || !install_handler() {
             return None;
         }
+        let file = file.try_clone().ok()?;
         let page = PAGE.load(Ordering::Relaxed);
         let mapped = len.checked_add(page - 1)? & !(page - 1);
         let slot = SLOTS_IN_USE.iter().find(|s| {
@@ -104,6 +127,7 @@ impl MappedFile {
         // SAFETY: advice on our own mapping.
         unsafe { libc::madvise(ptr, mapped, libc::MADV_SEQUENTIAL) };
         slot.faults.store(0, Ordering::Relaxed);
+        slot.first_fault.store(usize::MAX, Ordering::Relaxed);
         slot.end.store(ptr as usize + mapped, Ordering::Release);
         slot.start.store(ptr as usize, Ordering::Release);
         Some(Arc::new(MappedFile {
@@ -111,6 +135,9 @@ impl MappedFile {
             len,
             mapped,
             slot,
+            file,
+            live: AtomicUsize::new(0),
+            swept: AtomicUsize::new(0),
         }))
     }
 
@@ -125,13 +152,46 @@ impl MappedFile {
     }
 
     /// A view of `len` bytes at `offset`: `None` past the file's mapped
-    /// length, or once the file has shrunk (read it instead).
+    /// length, or once a fault showed the file shrank (read it instead).
+    /// Made by one thread, in order of `offset`.
     pub fn view(self: &Arc<Self>, offset: usize, len: usize) -> Option<View> {
-        (offset.checked_add(len)? <= self.len && self.faults() == 0).then(|| View {
+        if offset.checked_add(len)? > self.len || self.faults() != 0 {
+            return None;
+        }
+        let live = self.live.fetch_add(1, Ordering::Relaxed) + 1;
+        self.sweep(offset, live.saturating_add(1).saturating_mul(len));
+        Some(View {
             file: Arc::clone(self),
             offset,
             len,
         })
+    }
+
+    /// Unmaps what lies more than `lag` bytes behind `offset` (whole
+    /// [`SWEEP`] stretches), once a stretch has gathered: pages the kernel
+    /// mapped around a fault, beyond the frame that faulted, are not left
+    /// behind. The views in use lie within `lag` (bar one stuck far behind,
+    /// whose pages are simply mapped again if it reads them).
+    fn sweep(&self, offset: usize, lag: usize) {
+        let below = offset.saturating_sub(lag) & !(SWEEP - 1);
+        let swept = self.swept.load(Ordering::Relaxed);
+        if below >= swept + SWEEP {
+            self.unmap(swept, below);
+            self.swept.store(below, Ordering::Relaxed);
+        }
+    }
+
+    /// Whether `offset..offset + len` may not hold the file's bytes: a
+    /// fault hit at or before its end, or the file is now shorter.
+    fn damaged(&self, offset: usize, len: usize) -> bool {
+        let end = offset + len;
+        let first_fault = self.slot.first_fault.load(Ordering::SeqCst);
+        if first_fault < self.ptr as usize + end {
+            return true;
+        }
+        // A cut inside a page raises no fault: the rest of the page reads
+        // as zeros. One fstat a frame tells.
+        rustix::fs::fstat(&self.file).map_or(true, |st| (st.st_size as u64) < end as u64)
     }
 
     fn bytes(&self, offset: usize, len: usize) -> &[u8] {
@@ -142,16 +202,16 @@ impl MappedFile {
         unsafe { std::slice::from_raw_parts((self.ptr as *const u8).add(offset), len) }
     }
 
-    /// Unmaps the pages of `offset..offset + len` from this process (the
-    /// page cache keeps them; a later read maps them again).
-    fn forget(&self, offset: usize, len: usize) {
+    /// Unmaps the pages of `start..end` (rounded out to whole pages) from
+    /// this process. The page cache keeps them; a later read maps them
+    /// again (from the file, so unmapping a neighbour's page is harmless).
+    fn unmap(&self, start: usize, end: usize) {
         let page = PAGE.load(Ordering::Relaxed);
-        let start = offset & !(page - 1);
-        let end = (offset + len).saturating_add(page - 1) & !(page - 1);
+        let start = start & !(page - 1);
+        let end = end.saturating_add(page - 1) & !(page - 1);
         let end = end.min(self.mapped);
         if end > start {
-            // SAFETY: advice on a range inside our own read-only mapping;
-            // a file-backed page unmapped here is read again from the file.
+            // SAFETY: advice on a range inside our own read-only mapping.
             unsafe {
                 libc::madvise(
                     (self.ptr as *mut u8).add(start).cast(),
@@ -187,16 +247,19 @@ impl View {
         self.file.bytes(self.offset, self.len)
     }
 
-    /// Whether the file shrank since the view was made: its bytes may be
-    /// zeros standing in for data that is gone.
+    /// Whether the bytes read may not be the file's: it is shorter than the
+    /// frame now, or a read at or before the frame's end found its page
+    /// gone (they may be zeros standing in for lost data). Asked once the
+    /// frame is read; one `fstat`.
     pub fn damaged(&self) -> bool {
-        self.file.faults() != 0
+        self.file.damaged(self.offset, self.len)
     }
 }
 
 impl Drop for View {
     fn drop(&mut self) {
-        self.file.forget(self.offset, self.len);
+        self.file.unmap(self.offset, self.offset + self.len);
+        self.file.live.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -236,14 +299,35 @@ fn install_handler() -> bool {
 }
 
 /// The `SIGBUS` handler: see the module docs. Only async-signal-safe work:
-/// atomics and `mmap`/`sigaction` system calls.
+/// atomics and `mmap`/`sigaction`/`raise` system calls, errno kept.
 extern "C" fn on_sigbus(
     signal: libc::c_int,
     info: *mut libc::siginfo_t,
     context: *mut libc::c_void,
 ) {
+    // SAFETY: errno is this thread's; kept for the code interrupted.
+    let errno = unsafe { *libc::__errno_location() };
+    handle_sigbus(signal, info, context);
+    // SAFETY: as above.
+    unsafe { *libc::__errno_location() = errno };
+}
+
+fn handle_sigbus(signal: libc::c_int, info: *mut libc::siginfo_t, context: *mut libc::c_void) {
     // SAFETY: the kernel passes a valid siginfo with SA_SIGINFO.
-    let addr = unsafe { (*info).si_addr() } as usize;
+    let (code, addr) = unsafe { ((*info).si_code, (*info).si_addr() as usize) };
+    if code <= 0 {
+        // Sent by a process (kill, sigqueue), not a fault: its address
+        // field means nothing. The default action, as for any program.
+        // SAFETY: sigaction and raise are async-signal-safe; SA_NODEFER
+        // lets the raised signal through at once.
+        unsafe {
+            let mut default: libc::sigaction = std::mem::zeroed();
+            default.sa_sigaction = libc::SIG_DFL;
+            libc::sigaction(libc::SIGBUS, &default, std::ptr::null_mut());
+            libc::raise(libc::SIGBUS);
+        }
+        return;
+    }
     let page = PAGE.load(Ordering::Relaxed);
     for slot in &SLOTS_IN_USE {
         let start = slot.start.load(Ordering::Acquire);
@@ -251,10 +335,11 @@ extern "C" fn on_sigbus(
         if start == 0 || start == usize::MAX || !(start..end).contains(&addr) {
             continue;
         }
-        // Counted before the pages change, so a reader that sees zeros
-        // also sees the count.
-        slot.faults.fetch_add(1, Ordering::SeqCst);
         let from = addr & !(page - 1);
+        // Noted before the pages change, so a reader that sees zeros also
+        // sees the fault.
+        slot.first_fault.fetch_min(from, Ordering::SeqCst);
+        slot.faults.fetch_add(1, Ordering::SeqCst);
         // SAFETY: replaces the rest of our own mapping with zero pages of
         // the same protection; nothing else lives in that range.
         let replaced = unsafe {
@@ -333,6 +418,27 @@ mod tests {
     }
 
     #[test]
+    fn a_cut_inside_a_page_is_seen_without_a_fault() {
+        let bytes = vec![9u8; 3 * 4096];
+        let (tmp, file) = file_of(&bytes);
+        let map = MappedFile::map(&file).unwrap();
+        let whole = map.view(0, bytes.len()).unwrap();
+        let head = map.view(0, 4096).unwrap();
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(tmp.path())
+            .unwrap()
+            .set_len(2 * 4096 + 100)
+            .unwrap();
+        // The last page is still the file's: it reads as zeros past the
+        // cut, and no SIGBUS says so.
+        assert_eq!(whole.bytes()[2 * 4096 + 200], 0);
+        assert_eq!(map.faults(), 0);
+        assert!(whole.damaged(), "the file is shorter than the frame");
+        assert!(!head.damaged());
+    }
+
+    #[test]
     fn an_empty_file_is_not_mapped() {
         let (_tmp, file) = file_of(b"");
         assert!(MappedFile::map(&file).is_none());
@@ -356,8 +462,8 @@ mod tests {
         // Without the handler this read would end the test process.
         assert!(late.bytes().iter().all(|&b| b == 0));
         assert!(late.damaged());
-        assert!(early.damaged(), "every view of the file is in doubt");
         assert_eq!(early.bytes()[0], 7, "pages still in the file stay readable");
+        assert!(!early.damaged(), "a frame wholly before the cut is whole");
         assert!(map.faults() > 0);
         assert!(map.view(0, 10).is_none(), "no new view of a shrunk file");
     }

@@ -221,7 +221,7 @@ impl Raw {
             if map.faults() > 0 {
                 tracing::warn!(
                     path = %self.path.display(),
-                    "the input file shrank while it was read (truncated by another program?); frames read from it meanwhile are dropped"
+                    "the input file shrank, or part of it could not be read, while it was mapped (truncated by another program?); frames read from it meanwhile are dropped, and it is read from here on"
                 );
             }
             // Past what was mapped, or the file shrank: read what is
