@@ -412,12 +412,19 @@ mod tests {
         (from..from + count).flat_map(|k| vec![k; len]).collect()
     }
 
+    /// A file of `count` RGB frames (from 1), opened as a raw source.
+    fn rgb_file(width: u32, height: u32, count: u8) -> (tempfile::NamedTempFile, Raw) {
+        let mut file = tempfile::NamedTempFile::new().unwrap();
+        file.write_all(&rgb_frames(width, height, 1, count))
+            .unwrap();
+        file.flush().unwrap();
+        let raw = Raw::open(file.path(), width, height, PixelFormat::Rgb, LIMIT).unwrap();
+        (file, raw)
+    }
+
     #[test]
     fn a_regular_file_is_mapped_and_frames_written_after_are_read_too() {
-        let mut file = tempfile::NamedTempFile::new().unwrap();
-        file.write_all(&rgb_frames(64, 32, 1, 2)).unwrap();
-        file.flush().unwrap();
-        let mut raw = Raw::open(file.path(), 64, 32, PixelFormat::Rgb, LIMIT).unwrap();
+        let (mut file, mut raw) = rgb_file(64, 32, 2);
         assert!(
             raw.mapped.is_some(),
             "a regular file of raw frames is mapped"
@@ -446,10 +453,7 @@ mod tests {
 
     #[test]
     fn a_mapped_file_that_shrinks_gives_no_frame_of_zeros() {
-        let mut file = tempfile::NamedTempFile::new().unwrap();
-        file.write_all(&rgb_frames(256, 64, 1, 6)).unwrap();
-        file.flush().unwrap();
-        let mut raw = Raw::open(file.path(), 256, 64, PixelFormat::Rgb, LIMIT).unwrap();
+        let (file, mut raw) = rgb_file(256, 64, 6);
         let stop = AtomicBool::new(false);
         let mut first = Frame::with_capacity(0);
         raw.next_frame(&mut first, &stop).unwrap();
