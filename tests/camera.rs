@@ -393,11 +393,16 @@ fn a_stalled_camera_is_reported_and_term_still_exits_0() {
         env.images().len(),
         "a captured frame was not written"
     );
-    let seqs: Vec<u64> = manifest
+    // In the order files became durable: sorted, as a reader would.
+    let mut seqs: Vec<u64> = manifest
         .iter()
         .map(|l| l["seq"].as_u64().unwrap())
         .collect();
-    assert!(seqs.windows(2).all(|w| w[0] < w[1]), "{seqs:?}");
+    seqs.sort_unstable();
+    assert!(
+        seqs.windows(2).all(|w| w[0] < w[1]),
+        "a repeated number: {seqs:?}"
+    );
 }
 
 fn signal_pid(pid: u32, name: &str) {

@@ -131,12 +131,17 @@ fn camera_config(env: &Env, file: &str, camera: &str, name: &str, extra: &str) -
         .to_owned()
 }
 
+/// The numbers of `camera`'s manifest lines, sorted (lines come in the
+/// order files became durable, as a reader would sort them).
 fn seqs_in_manifest(env: &Env, camera: &str) -> Vec<u64> {
-    env.manifest()
+    let mut seqs: Vec<u64> = env
+        .manifest()
         .iter()
         .filter(|line| line["camera"] == camera)
         .map(|line| line["seq"].as_u64().unwrap())
-        .collect()
+        .collect();
+    seqs.sort_unstable();
+    seqs
 }
 
 #[test]

@@ -207,9 +207,11 @@ fn hup_applies_quality_and_retention_live_and_refuses_a_broken_file() {
     assert_success(&output);
     let log = stderr(&output);
 
-    // The numbering has no gap and no repeat; the quota holds.
+    // The numbering has no gap and no repeat; the quota holds. (Lines come
+    // in the order files became durable: sorted, as a reader would.)
     let lines = seqs_and_bytes(&env);
-    let seqs: Vec<u64> = lines.iter().map(|l| l.0).collect();
+    let mut seqs: Vec<u64> = lines.iter().map(|l| l.0).collect();
+    seqs.sort_unstable();
     assert_eq!(seqs, (1..=seqs.len() as u64).collect::<Vec<_>>(), "{log}");
     assert!(
         lines.len() > before_broken + 10,
@@ -298,7 +300,9 @@ fn hup_with_a_new_frame_size_restarts_capture_only() {
     assert_success(&output);
     let log = stderr(&output);
     let lines = env.manifest();
-    let seqs: Vec<u64> = lines.iter().map(|l| l["seq"].as_u64().unwrap()).collect();
+    // In the order files became durable: sorted, as a reader would.
+    let mut seqs: Vec<u64> = lines.iter().map(|l| l["seq"].as_u64().unwrap()).collect();
+    seqs.sort_unstable();
     assert_eq!(seqs, (1..=seqs.len() as u64).collect::<Vec<_>>());
     assert!(
         lines.iter().all(|l| l["width"].as_u64() != Some(128)),
@@ -552,11 +556,12 @@ fn every_http_endpoint_answers_and_many_clients_drop_no_frame() {
     // for is on disk.
     let summary = summary_line(&output);
     assert!(summary.contains("dropped 0"), "{summary}");
-    let seqs: Vec<u64> = env
+    let mut seqs: Vec<u64> = env
         .manifest()
         .iter()
         .map(|l| l["seq"].as_u64().unwrap())
         .collect();
+    seqs.sort_unstable();
     assert_eq!(seqs, (1..=seqs.len() as u64).collect::<Vec<_>>());
     assert!(seqs.contains(&asked));
 }
