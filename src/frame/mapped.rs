@@ -235,7 +235,6 @@ impl Drop for MappedFile {
 }
 
 /// One frame's bytes inside a [`MappedFile`].
-#[derive(Clone)]
 pub struct View {
     file: Arc<MappedFile>,
     offset: usize,
@@ -253,6 +252,17 @@ impl View {
     /// frame is read; one `fstat`.
     pub fn damaged(&self) -> bool {
         self.file.damaged(self.offset, self.len)
+    }
+}
+
+impl Clone for View {
+    fn clone(&self) -> View {
+        self.file.live.fetch_add(1, Ordering::Relaxed);
+        View {
+            file: Arc::clone(&self.file),
+            offset: self.offset,
+            len: self.len,
+        }
     }
 }
 
@@ -415,6 +425,13 @@ mod tests {
         assert_eq!(map.view(4096, 100).unwrap().bytes(), &bytes[4096..4196]);
         assert!(map.view(19_999, 2).is_none(), "a view past the end");
         assert!(!map.view(0, 10).unwrap().damaged());
+        // Clones count as views in use until dropped.
+        let view = map.view(0, 10).unwrap();
+        let twin = view.clone();
+        drop(view);
+        assert_eq!(map.live.load(Ordering::Relaxed), 1);
+        drop(twin);
+        assert_eq!(map.live.load(Ordering::Relaxed), 0);
     }
 
     #[test]
