@@ -129,6 +129,11 @@ impl Preview {
         if at >= last && at - last < every.as_nanos() as u64 {
             return;
         }
+        // Read from a mapped file that shrank: not shown, the last good
+        // frame stays.
+        if frame.damaged() {
+            return;
+        }
         let Ok(mut slot) = self.frame.try_lock() else {
             return;
         };
@@ -138,7 +143,7 @@ impl Preview {
         (copy.width, copy.height, copy.format) = (frame.width, frame.height, frame.format);
         copy.data.clear();
         copy.data.extend_from_slice(frame.bytes());
-        // Read from a mapped file that shrank meanwhile: not shown.
+        // It shrank during the copy (rare): nothing rather than that.
         if frame.damaged() {
             *slot = None;
             return;

@@ -109,6 +109,9 @@ pub fn run(
     control_rx: &Receiver<Control>,
     limits: Limits,
 ) -> anyhow::Result<Summary> {
+    // A SIGBUS sent by another process ends every run alike (mapped input
+    // or not); see `frame::mapped`.
+    crate::frame::mapped::install_handler();
     // First: a port in use is a setup error that leaves nothing behind.
     let http_server = settings.http.as_ref().map(http::bind).transpose()?;
     let (store, found, index) = open_store(settings)?;

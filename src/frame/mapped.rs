@@ -84,6 +84,10 @@ pub struct MappedFile {
 /// largest stretch the kernel maps around one fault, a huge page, covered).
 const SWEEP: usize = 2 << 20;
 
+/// The stretch the kernel maps around a page fault (Linux's
+/// `fault_around_bytes`, 64 KiB), aligned to its size.
+const FAULT_AROUND: usize = 64 << 10;
+
 // SAFETY: the mapping is read-only and lives until the last `Arc` is gone;
 // the pointer is only read through slices of it.
 unsafe impl Send for MappedFile {}
@@ -268,7 +272,12 @@ impl Clone for View {
 
 impl Drop for View {
     fn drop(&mut self) {
-        self.file.unmap(self.offset, self.offset + self.len);
+        // Out to the windows the kernel maps around a fault, so what this
+        // view's reads mapped of its neighbours goes too, however late it
+        // is given back (a neighbour still reading maps its pages again).
+        let start = self.offset & !(FAULT_AROUND - 1);
+        let end = (self.offset + self.len).saturating_add(FAULT_AROUND - 1) & !(FAULT_AROUND - 1);
+        self.file.unmap(start, end);
         self.file.live.fetch_sub(1, Ordering::Relaxed);
     }
 }
@@ -282,8 +291,10 @@ impl std::fmt::Debug for View {
     }
 }
 
-/// Installs the `SIGBUS` handler once; false if it could not be.
-fn install_handler() -> bool {
+/// Installs the `SIGBUS` handler once; false if it could not be. The
+/// recorder installs it at start, whatever its source, so a `SIGBUS` sent
+/// by another process is met the same way by every run.
+pub fn install_handler() -> bool {
     static INSTALLED: OnceLock<bool> = OnceLock::new();
     *INSTALLED.get_or_init(|| {
         // SAFETY: sysconf has no preconditions.
