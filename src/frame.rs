@@ -3,7 +3,8 @@
 //! thread) and `WrittenFile` (store → retention).
 //!
 //! A `Frame` owns a buffer that is allocated once by the ring and reused for
-//! the whole run: sources fill it in place, encoders read it and hand it back.
+//! the whole run: sources fill it in place (or point it at the frame's bytes
+//! in a mapped input file, [`mapped`]), encoders read it and hand it back.
 
 use std::fmt;
 use std::path::Path;

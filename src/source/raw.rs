@@ -2,8 +2,9 @@
 //! a file or stdin (`path = "-"`), or, with `pixel_format = "mjpeg"`, a stream
 //! of concatenated JPEGs (what `ffmpeg -f mjpeg -` writes).
 //!
-//! Frames are read as fast as the pipeline takes them, straight into the ring's
-//! buffers. The end of input ends the run (after the pipeline drains). A
+//! Frames are read as fast as the pipeline takes them: from a regular file
+//! of fixed-size frames, as views of the file mapped into memory (no copy;
+//! see `frame::mapped`), otherwise straight into the ring's buffers. The end of input ends the run (after the pipeline drains). A
 //! partial frame at the end, or bytes between JPEGs that are not a JPEG, are
 //! counted and skipped, never stored. A JPEG larger than `max_frame_bytes`
 //! is skipped as well (the reader resynchronises on the next start of
