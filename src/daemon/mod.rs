@@ -279,7 +279,7 @@ pub fn run(
         let supervisor = Supervisor {
             flags: &flags,
             capture_done: &capture_done,
-            capture_ended,
+            capture_ended: &capture_ended,
             control_rx,
             limits,
             store: &store,
@@ -420,7 +420,7 @@ struct Supervisor<'a> {
     flags: &'a Flags,
     capture_done: &'a AtomicBool,
     /// Disconnected once capture has ended.
-    capture_ended: Receiver<()>,
+    capture_ended: &'a Receiver<()>,
     control_rx: &'a Receiver<Control>,
     limits: Limits,
     store: &'a Store,
@@ -469,10 +469,10 @@ impl Supervisor<'_> {
     /// capture has ended: true, or false if it did not within
     /// [`CAPTURE_GRACE`] of the stop.
     fn run(mut self, mut health: health::Health) -> bool {
-        let capture_ended = self.capture_ended.clone();
-        let (flags, capture_done, control_rx, limits, store, stats) = (
+        let (flags, capture_done, capture_ended, control_rx, limits, store, stats) = (
             self.flags,
             self.capture_done,
+            self.capture_ended,
             self.control_rx,
             self.limits,
             self.store,

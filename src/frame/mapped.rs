@@ -88,6 +88,16 @@ const SWEEP: usize = 2 << 20;
 /// `fault_around_bytes`, 64 KiB), aligned to its size.
 const FAULT_AROUND: usize = 64 << 10;
 
+/// `x` rounded down to a multiple of `align` (a power of two).
+const fn align_down(x: usize, align: usize) -> usize {
+    x & !(align - 1)
+}
+
+/// `x` rounded up to a multiple of `align` (a power of two), saturating.
+const fn align_up(x: usize, align: usize) -> usize {
+    align_down(x.saturating_add(align - 1), align)
+}
+
 // SAFETY: the mapping is read-only and lives until the last `Arc` is gone;
 // the pointer is only read through slices of it.
 unsafe impl Send for MappedFile {}
@@ -105,7 +115,8 @@ impl MappedFile {
         }
         let file = file.try_clone().ok()?;
         let page = PAGE.load(Ordering::Relaxed);
-        let mapped = len.checked_add(page - 1)? & !(page - 1);
+        // A file's length is at most i64::MAX: no overflow here.
+        let mapped = align_up(len, page);
         let slot = SLOTS_IN_USE.iter().find(|s| {
             s.start
                 .compare_exchange(0, usize::MAX, Ordering::AcqRel, Ordering::Relaxed)
@@ -145,11 +156,6 @@ impl MappedFile {
         }))
     }
 
-    /// The file's length when it was mapped.
-    pub fn file_len(&self) -> usize {
-        self.len
-    }
-
     /// Faults caught in this mapping: not zero once the file shrank.
     pub fn faults(&self) -> u64 {
         self.slot.faults.load(Ordering::SeqCst)
@@ -177,7 +183,7 @@ impl MappedFile {
     /// behind. The views in use lie within `lag` (bar one stuck far behind,
     /// whose pages are simply mapped again if it reads them).
     fn sweep(&self, offset: usize, lag: usize) {
-        let below = offset.saturating_sub(lag) & !(SWEEP - 1);
+        let below = align_down(offset.saturating_sub(lag), SWEEP);
         let swept = self.swept.load(Ordering::Relaxed);
         if below >= swept + SWEEP {
             self.unmap(swept, below);
@@ -211,9 +217,8 @@ impl MappedFile {
     /// again (from the file, so unmapping a neighbour's page is harmless).
     fn unmap(&self, start: usize, end: usize) {
         let page = PAGE.load(Ordering::Relaxed);
-        let start = start & !(page - 1);
-        let end = end.saturating_add(page - 1) & !(page - 1);
-        let end = end.min(self.mapped);
+        let start = align_down(start, page);
+        let end = align_up(end, page).min(self.mapped);
         if end > start {
             // SAFETY: advice on a range inside our own read-only mapping.
             unsafe {
@@ -275,9 +280,10 @@ impl Drop for View {
         // Out to the windows the kernel maps around a fault, so what this
         // view's reads mapped of its neighbours goes too, however late it
         // is given back (a neighbour still reading maps its pages again).
-        let start = self.offset & !(FAULT_AROUND - 1);
-        let end = (self.offset + self.len).saturating_add(FAULT_AROUND - 1) & !(FAULT_AROUND - 1);
-        self.file.unmap(start, end);
+        self.file.unmap(
+            align_down(self.offset, FAULT_AROUND),
+            align_up(self.offset + self.len, FAULT_AROUND),
+        );
         self.file.live.fetch_sub(1, Ordering::Relaxed);
     }
 }
@@ -339,14 +345,10 @@ fn handle_sigbus(signal: libc::c_int, info: *mut libc::siginfo_t, context: *mut 
     if code <= 0 {
         // Sent by a process (kill, sigqueue), not a fault: its address
         // field means nothing. The default action, as for any program.
-        // SAFETY: sigaction and raise are async-signal-safe; SA_NODEFER
-        // lets the raised signal through at once.
-        unsafe {
-            let mut default: libc::sigaction = std::mem::zeroed();
-            default.sa_sigaction = libc::SIG_DFL;
-            libc::sigaction(libc::SIGBUS, &default, std::ptr::null_mut());
-            libc::raise(libc::SIGBUS);
-        }
+        restore_default();
+        // SAFETY: raise is async-signal-safe; SA_NODEFER lets the raised
+        // signal through at once.
+        unsafe { libc::raise(libc::SIGBUS) };
         return;
     }
     let page = PAGE.load(Ordering::Relaxed);
@@ -356,7 +358,7 @@ fn handle_sigbus(signal: libc::c_int, info: *mut libc::siginfo_t, context: *mut 
         if start == 0 || start == usize::MAX || !(start..end).contains(&addr) {
             continue;
         }
-        let from = addr & !(page - 1);
+        let from = align_down(addr, page);
         // Noted before the pages change, so a reader that sees zeros also
         // sees the fault.
         slot.first_fault.fetch_min(from, Ordering::SeqCst);
@@ -397,16 +399,20 @@ fn handle_sigbus(signal: libc::c_int, info: *mut libc::siginfo_t, context: *mut 
             let previous: extern "C" fn(libc::c_int) = unsafe { std::mem::transmute(action) };
             previous(signal);
         }
-        _ => {
-            // The default action: put it back and return; the faulting
-            // instruction runs again and the process ends as it would have.
-            // SAFETY: sigaction is async-signal-safe.
-            unsafe {
-                let mut default: libc::sigaction = std::mem::zeroed();
-                default.sa_sigaction = libc::SIG_DFL;
-                libc::sigaction(libc::SIGBUS, &default, std::ptr::null_mut());
-            }
-        }
+        // The default action: put back, and the faulting instruction runs
+        // again and the process ends as it would have.
+        _ => restore_default(),
+    }
+}
+
+/// Puts `SIGBUS`'s default action back (async-signal-safe).
+fn restore_default() {
+    // SAFETY: a zeroed sigaction with SIG_DFL; sigaction is
+    // async-signal-safe.
+    unsafe {
+        let mut default: libc::sigaction = std::mem::zeroed();
+        default.sa_sigaction = libc::SIG_DFL;
+        libc::sigaction(libc::SIGBUS, &default, std::ptr::null_mut());
     }
 }
 
@@ -428,7 +434,7 @@ mod tests {
         let bytes: Vec<u8> = (0..20_000u32).map(|i| (i % 251) as u8).collect();
         let (_tmp, file) = file_of(&bytes);
         let map = MappedFile::map(&file).unwrap();
-        assert_eq!(map.file_len(), bytes.len());
+        assert_eq!(map.len, bytes.len());
         let view = map.view(5000, 7000).unwrap();
         assert_eq!(view.bytes(), &bytes[5000..12000]);
         drop(view);
