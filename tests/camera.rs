@@ -9,7 +9,7 @@
 //! stream and never resumes one after SIGSTOP/SIGCONT (v4l2-ctl neither).
 
 use std::path::PathBuf;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::common::*;
@@ -70,14 +70,7 @@ impl PwCam {
     }
 
     fn run(&self, env: &Env, args: &[&str]) -> Output {
-        let mut child = self
-            .framerec(env, args)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        wait_with_timeout(&mut child, Duration::from_secs(60));
-        child.wait_with_output().unwrap()
+        output_within(&mut self.framerec(env, args), Duration::from_secs(60))
     }
 }
 
@@ -290,15 +283,15 @@ fn a_camera_that_appears_late_is_picked_up() {
 }
 
 /// A running framerec whose log is read as it comes; killed if a test
-/// fails before it ends.
+/// fails before it ends (a [`Running`]).
 struct Watched {
-    child: Child,
+    child: Running,
     log: std::sync::mpsc::Receiver<Vec<u8>>,
     text: String,
 }
 
 impl Watched {
-    fn new(mut child: Child) -> Watched {
+    fn new(mut child: Running) -> Watched {
         use std::io::Read;
         let mut stderr = child.stderr.take().unwrap();
         let (tx, log) = std::sync::mpsc::channel();
@@ -329,13 +322,6 @@ impl Watched {
     }
 }
 
-impl Drop for Watched {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 #[test]
 fn a_stalled_camera_is_reported_and_term_still_exits_0() {
     let Some(mut cam) = PwCam::start() else {
@@ -348,11 +334,10 @@ fn a_stalled_camera_is_reported_and_term_still_exits_0() {
         "pixel_format = \"yuyv\"\nwidth = 640\nheight = 480\nstall_timeout = \"1s\"",
         "every = \"200ms\"\nformat = \"jpeg\"",
     );
-    let child = cam
-        .framerec(&env, &["run", "--config", config.to_str().unwrap()])
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let child = Running::start(
+        cam.framerec(&env, &["run", "--config", config.to_str().unwrap()])
+            .stderr(Stdio::piped()),
+    );
     let mut running = Watched::new(child);
     let streaming = running.wait_for("capture times", Duration::from_secs(20));
     assert!(streaming, "never streamed:\n{}", running.text);

@@ -60,14 +60,7 @@ impl Env {
 
     /// Runs framerec to completion (with a generous time limit).
     pub fn run(&self, args: &[&str]) -> Output {
-        let mut child = self
-            .command(args)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("framerec starts");
-        wait_with_timeout(&mut child, Duration::from_secs(120));
-        child.wait_with_output().unwrap()
+        output_within(&mut self.command(args), Duration::from_secs(120))
     }
 
     /// Runs `framerec run --config <config.toml>` plus `extra`, expecting success.
@@ -197,6 +190,14 @@ impl Drop for Running {
             let _ = child.wait();
         }
     }
+}
+
+/// Runs `cmd` to its end with its output captured; killed (and the test
+/// failed) if it takes longer than `limit`.
+pub fn output_within(cmd: &mut Command, limit: Duration) -> Output {
+    let mut child = Running::start(cmd.stdout(Stdio::piped()).stderr(Stdio::piped()));
+    wait_with_timeout(&mut child, limit);
+    child.wait_with_output().unwrap()
 }
 
 pub fn wait_with_timeout(child: &mut Child, limit: Duration) {
